@@ -1,0 +1,14 @@
+"""rpc-walkthrough: an RPC framework built one version at a time.
+
+Each version is a package of its own that imports the one before it and changes only what its
+version teaches:
+
+========  ==============  ==================================================================
+version   package         what it teaches
+========  ==============  ==================================================================
+1.0       ``stages.v1_0``  length-prefixed frames over a raw asyncio socket
+========  ==============  ==================================================================
+
+``stages.harness`` is the lab bench shared by every version (a local ZooKeeper, measurement,
+plots, processes); it is not a lesson.
+"""

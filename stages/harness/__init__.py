@@ -1,0 +1,7 @@
+"""The lab bench shared by every stage, notebook and test: not a lesson.
+
+* :mod:`~stages.harness.zookeeper`: a real local ZooKeeper (our embedded default);
+* :mod:`~stages.harness.bench` and :mod:`~stages.harness.plots`: latency/TPS measurement and plots;
+* :mod:`~stages.harness.process`: a stage's server as a child process;
+* :mod:`~stages.harness.ports`: free ports on 127.0.0.1.
+"""

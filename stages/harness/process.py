@@ -1,0 +1,146 @@
+"""Run a stage's server as a real child process, and stop it by its own handle.
+
+Benchmarks run the server in its own process so that client and server each get a core, as they
+would on two machines; fault tests need a process they can pause (SIGSTOP) or kill (SIGKILL).
+
+The child prints ``listening on HOST:PORT`` once it is bound (port 0: the OS picks a free
+port); :class:`ServerProcess` waits for that line, with a deadline, and exposes the address.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+__all__ = ["ServerProcess", "READY_LINE"]
+
+READY_LINE = re.compile(r"listening on (?P<host>[^\s:]+):(?P<port>\d+)")
+
+
+class ServerProcess:
+    """``python -m <module> server --port 0 <args>`` as a child process.
+
+    Usage::
+
+        with ServerProcess("stages.v1_0") as proc:
+            client = Client(proc.host, proc.port)
+
+    Args:
+        module: the stage package to run with ``python -m``.
+        args: extra command-line arguments after ``server --host 127.0.0.1 --port 0``.
+        startup_timeout: seconds to wait for the ready line.
+        env: extra environment variables for the child.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str] = (),
+        *,
+        startup_timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = [sys.executable, "-m", module, "server", "--host", "127.0.0.1", "--port", "0",
+                     *args]
+        self.startup_timeout = startup_timeout
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.host = ""
+        self.port = 0
+        self.output: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def start(self) -> ServerProcess:
+        """Start the child and wait until it reports its address.
+
+        Raises:
+            RuntimeError: it exited or stayed silent past the deadline (its output is included).
+        """
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env, start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise RuntimeError(f"{self.argv} did not report its address within "
+                                   f"{self.startup_timeout} s: {''.join(self.output)}")
+            ready, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if not ready:
+                continue
+            line = self.process.stdout.readline()
+            if not line:
+                code = self.process.wait()
+                self.process.stdout.close()
+                raise RuntimeError(f"{self.argv} exited with {code} before it was ready: "
+                                   f"{''.join(self.output)}")
+            self.output.append(line)
+            if match := READY_LINE.search(line):
+                self.host, self.port = match["host"], int(match["port"])
+                return self
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the child (SIGSTOP, SIGCONT, SIGKILL...)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def pause(self) -> None:
+        """Freeze the process: its sockets stay open, nobody answers (SIGSTOP)."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused process (SIGCONT)."""
+        self.signal(signal.SIGCONT)
+
+    def kill(self) -> int:
+        """SIGKILL the process and reap it; returns its exit code."""
+        return self.stop(sig=signal.SIGKILL)
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Stop the child with ``sig`` (SIGKILL after ``timeout``) and reap it; idempotent."""
+        proc = self.process
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            if sig != signal.SIGKILL:
+                self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None and not proc.stdout.closed:
+            self.output.append(proc.stdout.read())
+            proc.stdout.close()
+        return proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
