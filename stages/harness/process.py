@@ -97,7 +97,7 @@ class ServerProcess:
                 self.host, self.port = match["host"], int(match["port"])
                 return self
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         """Send a signal to the child (SIGSTOP, SIGCONT, SIGKILL...)."""
         assert self.process is not None
         if self.process.poll() is None:
@@ -105,11 +105,11 @@ class ServerProcess:
 
     def pause(self) -> None:
         """Freeze the process: its sockets stay open, nobody answers (SIGSTOP)."""
-        self.signal(signal.SIGSTOP)
+        self.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Thaw a paused process (SIGCONT)."""
-        self.signal(signal.SIGCONT)
+        self.send_signal(signal.SIGCONT)
 
     def kill(self) -> int:
         """SIGKILL the process and reap it; returns its exit code."""
@@ -122,7 +122,7 @@ class ServerProcess:
             return 0
         if proc.poll() is None:
             if sig != signal.SIGKILL:
-                self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+                self.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
             proc.send_signal(sig)
             try:
                 proc.wait(timeout)

@@ -1,0 +1,48 @@
+"""The v1.0 command line, run as a user would run it: real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from stages.harness.process import ServerProcess
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stages.v1_0", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_demo_calls_and_exits_zero() -> None:
+    done = run_cli("demo")
+    assert done.returncode == 0, done.stderr
+    assert "userService:getUser?id=123456 -> {'id': '123456'" in done.stdout
+    assert "[NOT_FOUND] unknown method 'getAddress'" in done.stdout
+
+
+def test_server_and_client_processes() -> None:
+    with ServerProcess("stages.v1_0") as server:
+        done = run_cli("client", "--host", server.host, "--port", str(server.port), "--calls", "2")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("'name'") == 2
+    assert server.process is not None and server.process.returncode == 0  # clean SIGTERM exit
+    assert "shutting down" in "".join(server.output)
+
+
+def test_client_fails_with_non_zero_exit_when_nobody_listens() -> None:
+    with ServerProcess("stages.v1_0") as server:
+        port = server.port
+    done = run_cli("client", "--port", str(port))
+    assert done.returncode == 1
+    assert "refused" in done.stderr
+
+
+def test_bench_reports_json_figures() -> None:
+    done = run_cli("bench", "--calls", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert set(figures) == {"v1.0 getUser", "v1.0 echo 16 KiB"}
+    for rows in figures.values():
+        assert [r["concurrency"] for r in rows] == [1, 4, 16, 64]
+        assert all(r["errors"] == 0 and r["calls"] == 50 and r["tps"] > 0 for r in rows)
