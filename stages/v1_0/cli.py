@@ -31,8 +31,17 @@ __all__ = ["main", "build_parser", "serve_until_signalled", "print_bench", "BENC
 BENCH_LEVELS = (1, 4, 16, 64)
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The parser every stage starts from: the four commands and their common options."""
+def build_parser(
+    prog: str,
+    description: str,
+    add_options: Callable[[str, argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """The parser every stage starts from: the four commands and their common options.
+
+    Args:
+        add_options: called as ``add_options(command, subparser)`` for each command, so a later
+            stage can add its own options (a serializer, heartbeat settings...).
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="start a server, make a few calls, print them, exit")
@@ -47,6 +56,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     bench.add_argument("--calls", type=int, default=None,
                        help="measured calls per level (default: short, or long with RPC_BENCH=full)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    if add_options is not None:
+        for command, subparser in sub.choices.items():
+            add_options(command, subparser)
     return parser
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from stages.v2_0.cli import main
+
+sys.exit(main())

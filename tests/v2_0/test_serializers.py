@@ -1,0 +1,166 @@
+"""Both serializers, without sockets: round trips, type checks, and hostile input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages.v2_0 import (
+    ErrorInfo,
+    Invocation,
+    Outcome,
+    PickleSerializer,
+    ProtobufSerializer,
+    SerializationError,
+    Serializer,
+    TypeRegistry,
+    api_spec,
+)
+from stages.v2_0.user_stub import Dimensions, InventoryApi, Item, Receipt, User, UserApi
+
+REGISTRY = TypeRegistry.of([api_spec(UserApi), api_spec(InventoryApi)])
+SERIALIZERS = [PickleSerializer(REGISTRY), ProtobufSerializer(REGISTRY)]
+ids = [s.name for s in SERIALIZERS]
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=4),
+    max_leaves=20,
+)
+
+ITEM = Item("sku-1", "title", 9.99, 3, False, b"\x00\xff", ["a", "b"], {"k": "v"},
+            Dimensions(1.5, 2.0, 3.25), "fragile")
+
+
+def round_trip(serializer: Serializer, value: Any) -> Any:
+    outcome = serializer.decode_outcome(serializer.encode_outcome(Outcome(value=value)))
+    assert outcome.error is None
+    return outcome.value
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=ids)
+@settings(max_examples=150)
+@given(value=plain)
+def test_plain_values_round_trip(serializer: Serializer, value: Any) -> None:
+    assert round_trip(serializer, value) == value
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=ids)
+@pytest.mark.parametrize("value", [
+    User(1, "Ada", "ada@example.org"),
+    ITEM,
+    Item("s", "t", 1.0),  # defaults, no dimensions, no note
+    Receipt("o-1", [ITEM, Item("x", "y", 2.0)], 12.5, {"sku-1": 4}),
+    [User(1, "a", "b"), {"nested": User(2, "c", "d")}],
+    2**100, -(2**63), 2**63 - 1,
+], ids=repr)
+def test_data_types_and_edge_values_round_trip(serializer: Serializer, value: Any) -> None:
+    assert round_trip(serializer, value) == value
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=ids)
+def test_invocation_round_trip(serializer: Serializer) -> None:
+    inv = Invocation("ns/pkg.Api", "order", ([ITEM],), {"coupon": None, "express": True})
+    back = serializer.decode_invocation(serializer.encode_invocation(inv))
+    assert (back.address, back.method, list(back.args), dict(back.kwargs)) == (
+        inv.address, inv.method, [[ITEM]], dict(inv.kwargs))
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=ids)
+def test_error_outcome_round_trip(serializer: Serializer) -> None:
+    info = ErrorInfo("builtins.KeyError", "'x'", ("x",), "Traceback ...")
+    assert serializer.decode_outcome(serializer.encode_outcome(Outcome(error=info))).error == info
+    # Arguments the serializer cannot carry are dropped, the message is kept.
+    odd = ErrorInfo("pkg.Odd", "odd", (object(),), "")
+    assert serializer.decode_outcome(serializer.encode_outcome(Outcome(error=odd))).error == \
+        ErrorInfo("pkg.Odd", "odd", (), "")
+
+
+def test_pickle_keeps_python_types_protobuf_documents_its_mapping() -> None:
+    pickled, proto = SERIALIZERS
+    assert round_trip(pickled, (1, {2, 3})) == (1, {2, 3})
+    assert round_trip(proto, (1, 2)) == [1, 2]  # a tuple arrives as a list
+    assert round_trip(proto, bytearray(b"ab")) == b"ab"
+
+
+@pytest.mark.parametrize("value, message", [
+    ({1, 2}, "builtins.set"),
+    (object(), "builtins.object"),
+    (complex(1, 2), "builtins.complex"),
+])
+def test_protobuf_type_checks_before_encoding(value: Any, message: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        ProtobufSerializer(REGISTRY).encode_outcome(Outcome(value=value))
+
+
+def test_a_data_type_not_registered_by_the_interface_is_refused() -> None:
+    only_users = TypeRegistry.of([api_spec(UserApi)])
+    with pytest.raises(SerializationError, match="not a data type registered"):
+        ProtobufSerializer(only_users).encode_outcome(Outcome(value=ITEM))
+    payload = PickleSerializer(REGISTRY).encode_outcome(Outcome(value=ITEM))
+    with pytest.raises(SerializationError, match="global 'stages.v2_0.user_stub.types.Item' is forbidden"):
+        PickleSerializer(only_users).decode_outcome(payload)
+
+
+class Gadget:
+    """Pickles as a call of ``func(*args)``: what every pickle exploit does."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: Gadget(os.system, f"touch {p}"),
+    lambda p: Gadget(subprocess.Popen, ["touch", str(p)]),
+    lambda p: Gadget(eval, f"open({str(p)!r}, 'w')"),
+    lambda p: Gadget(exec, f"open({str(p)!r}, 'w')"),
+    lambda p: Gadget(__import__, "shutil"),
+], ids=["os.system", "subprocess.Popen", "eval", "exec", "__import__"])
+def test_hostile_pickles_are_refused_and_nothing_runs(make: Any, tmp_path: Any) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(("ns/Api", "m", (make(marker),), {}))
+    with pytest.raises(SerializationError, match="is forbidden"):
+        PickleSerializer(REGISTRY).decode_invocation(payload)
+    assert not marker.exists()
+
+
+def test_the_classic_hand_written_gadget_is_refused(tmp_path: Any) -> None:
+    marker = tmp_path / "pwned"
+    payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    with pytest.raises(SerializationError, match="global 'os.system' is forbidden"):
+        PickleSerializer(REGISTRY).decode_outcome(payload)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS, ids=ids)
+@settings(max_examples=300)
+@given(junk=st.binary(max_size=200))
+def test_random_bytes_raise_only_serialization_errors(serializer: Serializer, junk: bytes) -> None:
+    for decode in (serializer.decode_invocation, serializer.decode_outcome):
+        try:
+            decode(junk)
+        except SerializationError:
+            pass
+
+
+def test_pickle_refuses_well_formed_pickles_that_are_not_envelopes() -> None:
+    for value in ([1, 2], ("a", "b", "c", "d"), ("a", "m", (), {1: 2})):
+        with pytest.raises(SerializationError, match="not a request envelope"):
+            PickleSerializer().decode_invocation(pickle.dumps(value))
+
+
+def test_generated_protobuf_modules_are_not_stale() -> None:
+    done = subprocess.run([sys.executable, "-m", "stages.v2_0.protos.generate", "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
