@@ -83,15 +83,19 @@ class Client:
         raise_for_status(frame)
         return decode_result(frame.body)
 
-    async def exchange(self, request: Frame) -> Frame:
-        """Send one frame on a new connection and return the frame that answers it."""
+    async def exchange(self, request: Frame, timeout: float | None = None) -> Frame:
+        """Send one frame on a new connection and return the frame that answers it.
+
+        Args:
+            timeout: seconds for the whole exchange; ``config.timeout`` when None.
+        """
+        timeout = self.config.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(timeout):
                 return await self._exchange(request)
         except TimeoutError:
             raise RpcTimeoutError(
-                f"no answer from {self.address[0]}:{self.address[1]} within "
-                f"{self.config.timeout} s"
+                f"no answer from {self.address[0]}:{self.address[1]} within {timeout} s"
             ) from None
 
     async def _exchange(self, request: Frame) -> Frame:

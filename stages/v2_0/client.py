@@ -148,8 +148,12 @@ class Client(v1_0.Client):
     # -- one call ------------------------------------------------------------------------------
 
     async def invoke(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], serializer: Serializer) -> Any:
+                     kwargs: dict[str, Any], serializer: Serializer,
+                     timeout: float | None = None) -> Any:
         """Send one call and return its value, or raise what it raised.
+
+        Args:
+            timeout: seconds to wait for the answer; ``config.timeout`` when None.
 
         Raises:
             SerializationError: an argument cannot be encoded (nothing was sent), or the answer
@@ -161,7 +165,7 @@ class Client(v1_0.Client):
         body = serializer.encode_invocation(Invocation(spec.address, method, args, kwargs))
         request = Frame(FrameType.REQUEST, next(self._ids) & 0xFFFFFFFF, body,
                         codec=serializer.serializer_id)
-        return self.read_outcome(await self.exchange(request), serializer)
+        return self.read_outcome(await self.exchange(request, timeout), serializer)
 
     @staticmethod
     def read_outcome(frame: Frame, serializer: Serializer) -> Any:

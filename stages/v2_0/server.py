@@ -92,13 +92,17 @@ class Server(v1_0.Server):
             if fn is None or not callable(fn) or getattr(fn, "__isabstractmethod__", False):
                 raise ApiDefinitionError(f"{type(implementation).__qualname__} does not implement "
                                          f"{interface.__qualname__}.{name}")
-            if inspect.iscoroutinefunction(fn):
-                raise ApiDefinitionError(f"{type(implementation).__qualname__}.{name} is async; "
-                                         "v2.0 runs plain methods (v2.1 runs coroutines)")
+            self.check_method(implementation, name, fn)
             methods[name] = fn
         self._bindings[spec.address] = Binding(spec, implementation, methods)
         self._rebuild_serializers()
         return spec.address
+
+    def check_method(self, implementation: object, name: str, fn: Callable[..., Any]) -> None:
+        """Refuse an implementation method this server cannot run (here: a coroutine)."""
+        if inspect.iscoroutinefunction(fn):
+            raise ApiDefinitionError(f"{type(implementation).__qualname__}.{name} is async; "
+                                     "v2.0 runs plain methods (v2.1 runs coroutines)")
 
     def register(self, service: str, methods: Mapping[str, Callable[..., Any]]) -> None:
         """v1.0's hand-filled table is gone: use :meth:`bind`."""
@@ -120,6 +124,15 @@ class Server(v1_0.Server):
         Errors found before the request could be decoded are answered as plain text (codec 0),
         like v1.0's; the outcome of a call is answered in the request's serializer.
         """
+        prepared = self.prepare(frame)
+        if isinstance(prepared, Frame):
+            return prepared
+        serializer, invocation = prepared
+        status, outcome = self.invoke(invocation)
+        return self.respond(frame.request_id, serializer, invocation, status, outcome)
+
+    def prepare(self, frame: Frame) -> Frame | tuple[Serializer, Invocation]:
+        """Check a request frame and decode its call, or return the error frame that answers it."""
         rid = frame.request_id
         if frame.type != FrameType.REQUEST:
             return self.error_frame(rid, Status.PROTOCOL_ERROR,
@@ -132,19 +145,34 @@ class Server(v1_0.Server):
             return self.error_frame(rid, Status.BAD_REQUEST, f"serializer {name} is not enabled "
                                     f"on this server (enabled: {enabled})")
         try:
-            invocation = serializer.decode_invocation(frame.body)
+            return serializer, serializer.decode_invocation(frame.body)
         except SerializationError as exc:
             return self.error_frame(rid, Status.BAD_REQUEST, str(exc))
-        status, outcome = self.invoke(invocation)
+
+    def respond(self, request_id: int, serializer: Serializer, invocation: Invocation,
+                status: Status, outcome: Outcome) -> Frame:
+        """Encode a call's outcome as its response frame."""
         try:
             body = serializer.encode_outcome(outcome)
         except SerializationError as exc:
-            return self.error_frame(rid, Status.INTERNAL, f"cannot encode the result of "
+            return self.error_frame(request_id, Status.INTERNAL, f"cannot encode the result of "
                                     f"{invocation.method}() with {serializer.name}: {exc}")
-        return Frame(FrameType.RESPONSE, rid, body, codec=serializer.serializer_id, status=status)
+        return Frame(FrameType.RESPONSE, request_id, body, codec=serializer.serializer_id,
+                     status=status)
 
     def invoke(self, invocation: Invocation) -> tuple[Status, Outcome]:
         """Run one decoded call: find the binding and the method, check the arguments, call."""
+        target = self.resolve(invocation)
+        if isinstance(target, tuple):
+            return target
+        try:
+            value = target(*invocation.args, **invocation.kwargs)
+        except Exception as exc:  # the method raised: send the exception to the caller
+            return self.error_outcome(exc)
+        return Status.OK, Outcome(value=value)
+
+    def resolve(self, invocation: Invocation) -> Callable[..., Any] | tuple[Status, Outcome]:
+        """The bound method a call names, after checking its arguments; or the refusal."""
         binding = self._bindings.get(invocation.address)
         if binding is None:
             return _refused(Status.NOT_FOUND, f"no API is bound at {invocation.address!r}")
@@ -156,12 +184,14 @@ class Server(v1_0.Server):
             method.check_arguments(invocation.args, invocation.kwargs)
         except TypeError as exc:
             return _refused(Status.BAD_REQUEST, str(exc))
-        try:
-            value = binding.methods[method.name](*invocation.args, **invocation.kwargs)
-        except Exception as exc:  # the method raised: send the exception to the caller
-            return Status.INTERNAL, Outcome(error=ErrorInfo(
-                qualified_name(type(exc)), str(exc), exc.args, traceback.format_exc()))
-        return Status.OK, Outcome(value=value)
+        return binding.methods[method.name]
+
+    @staticmethod
+    def error_outcome(exc: Exception) -> tuple[Status, Outcome]:
+        """The outcome that carries an exception raised by a method back to its caller."""
+        return Status.INTERNAL, Outcome(error=ErrorInfo(
+            qualified_name(type(exc)), str(exc), exc.args,
+            "".join(traceback.format_exception(exc))))
 
 
 def _refused(status: Status, message: str) -> tuple[Status, Outcome]:
