@@ -1,0 +1,116 @@
+"""v2.1's benchmark: our framework next to gRPC (``grpc.aio``) and a bare asyncio echo.
+
+All three run in the same run on the same machine, each server in its own process, each client
+on one connection with a given number of calls in flight, for two payloads: a ~100-byte
+``get_user`` and a 16 KiB echo. The figures that matter are the *ratios*, measured together:
+absolute calls/s depend on the machine, ratios much less.
+
+The blocking proxy is measured one call at a time from a plain thread, as a script would use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from stages.harness.bench import BenchResult, default_warmup, measure_sequential, measure_closed_loop
+from stages.harness.peers.echo_peer import EchoPeerClient
+from stages.harness.peers.grpc_peer import GrpcPeerClient
+from stages.harness.process import ServerProcess
+from stages.v2_0.user_stub import InventoryApi, UserApi
+from stages.v2_1.client import Client
+
+__all__ = ["run_comparison", "ratios", "LEVELS"]
+
+LEVELS = (1, 4, 16, 64)
+SMALL_BODY = b"x" * 100
+BLOB = b"x" * 16384
+
+
+def measure_blocking(fn: Callable[[], Any], n: int, label: str) -> BenchResult:
+    """Time ``n`` blocking calls one after the other (after a warm-up)."""
+    for _ in range(default_warmup(n)):
+        fn()
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - t0)
+    return BenchResult(label=label, mode="sequential", concurrency=1, offered_rate=None,
+                       latencies=tuple(latencies), elapsed=time.perf_counter() - start)
+
+
+async def _sweep(call: Callable[[], Awaitable[object]], n: int, label: str,
+                 levels: tuple[int, ...]) -> dict[int, BenchResult]:
+    out = {}
+    for level in levels:
+        if level == 1:
+            out[level] = await measure_sequential(call, n, label=label)
+        else:
+            out[level] = await measure_closed_loop(call, n * 4, level, label=label)
+    return out
+
+
+async def run_comparison(n: int, levels: tuple[int, ...] = LEVELS,
+                         serializer: str = "pickle") -> dict[str, dict[int, BenchResult]]:
+    """One run of every workload; servers in child processes, clients here."""
+    curves: dict[str, dict[int, BenchResult]] = {}
+    with ServerProcess("stages.v2_1") as ours:
+        client = Client(ours.host, ours.port)
+        users = client.async_proxy(UserApi, serializer=serializer)
+        inventory = client.async_proxy(InventoryApi, serializer=serializer)
+        curves["v2.1 get_user"] = await _sweep(lambda: users.get_user(123456), n,
+                                               "v2.1 get_user", levels)
+        curves["v2.1 echo 16 KiB"] = await _sweep(lambda: inventory.echo(BLOB), n,
+                                                  "v2.1 echo 16 KiB", levels)
+        await client.aclose()
+        with Client(ours.host, ours.port) as blocking_client:
+            blocking = blocking_client.proxy(UserApi, serializer=serializer)
+            result = await asyncio.to_thread(measure_blocking, lambda: blocking.get_user(123456),
+                                             n, "v2.1 get_user (blocking proxy)")
+            curves["v2.1 get_user (blocking proxy)"] = {1: result}
+    with ServerProcess("stages.harness.peers.grpc_peer") as grpc_server:
+        grpc_client = GrpcPeerClient()
+        await grpc_client.connect(grpc_server.host, grpc_server.port)
+        curves["grpc.aio get_user"] = await _sweep(lambda: grpc_client.get_user(123456), n,
+                                                   "grpc.aio get_user", levels)
+        curves["grpc.aio echo 16 KiB"] = await _sweep(lambda: grpc_client.echo(BLOB), n,
+                                                      "grpc.aio echo 16 KiB", levels)
+        await grpc_client.aclose()
+    with ServerProcess("stages.harness.peers.echo_peer") as echo_server:
+        echo = EchoPeerClient()
+        await echo.connect(echo_server.host, echo_server.port)
+        curves["bare echo 100 B"] = await _sweep(lambda: echo.call(SMALL_BODY), n,
+                                                 "bare echo 100 B", levels)
+        curves["bare echo 16 KiB"] = await _sweep(lambda: echo.call(BLOB), n,
+                                                  "bare echo 16 KiB", levels)
+        await echo.aclose()
+    return curves
+
+
+def ratios(curves: dict[str, dict[int, BenchResult]]) -> dict[str, float]:
+    """The goals of v2.1, as ratios measured in one run."""
+    top = max(curves["v2.1 get_user"])
+    return {
+        f"TPS at {top} in flight, small: v2.1 / grpc.aio":
+            curves["v2.1 get_user"][top].tps / curves["grpc.aio get_user"][top].tps,
+        f"TPS at {top} in flight, small: v2.1 / bare echo":
+            curves["v2.1 get_user"][top].tps / curves["bare echo 100 B"][top].tps,
+        f"TPS at {top} in flight, 16 KiB: v2.1 / grpc.aio":
+            curves["v2.1 echo 16 KiB"][top].tps / curves["grpc.aio echo 16 KiB"][top].tps,
+        "p50 one at a time: async proxy / bare echo":
+            curves["v2.1 get_user"][1].p50 / curves["bare echo 100 B"][1].p50,
+        "p50 one at a time: blocking proxy / bare echo":
+            curves["v2.1 get_user (blocking proxy)"][1].p50 / curves["bare echo 100 B"][1].p50,
+        "p50 one at a time: grpc.aio / bare echo":
+            curves["grpc.aio get_user"][1].p50 / curves["bare echo 100 B"][1].p50,
+    }
+
+
+def median_ratios(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each ratio over several runs."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}

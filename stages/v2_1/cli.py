@@ -1,0 +1,152 @@
+"""Command line of v2.1: v2.0's commands over long-lived connections, plus heartbeat options.
+
+``python -m stages.v2_1 demo|server|client|bench``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from stages.harness.bench import run_length
+from stages.v1_0.cli import build_parser, print_bench, serve_until_signalled
+from stages.v2_0.cli import NAMES
+from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
+from stages.v2_0.user_stub import InventoryApi, UserApi
+from stages.v2_1.bench import median_ratios, ratios, run_comparison
+from stages.v2_1.client import Client, rpc_timeout
+from stages.v2_1.config import ClientConfig, ServerConfig
+from stages.v2_1.errors import RpcError, RpcTimeoutError
+from stages.v2_1.server import Server
+from stages.v2_1.timer_stub import TimerApi, TimerImpl
+
+__all__ = ["main", "new_server"]
+
+
+def new_server(config: ServerConfig | None = None) -> Server:
+    """A v2.1 server with the demo implementations bound (v2.0's, plus the async timer)."""
+    server = Server(config)
+    server.bind(UserApi, UserApiImpl())
+    server.bind(InventoryApi, InventoryApiImpl())
+    server.bind(TimerApi, TimerImpl())
+    return server
+
+
+async def demo() -> int:
+    # The demo's heartbeat is fast (0.2 s) so that it shows within a second; the server must
+    # then allow pings that often, or it would answer GOAWAY too_many_pings.
+    async with new_server(ServerConfig(min_ping_interval=0.1)) as server:
+        host, port = server.address
+        print(f"server on {host}:{port}")
+        client = Client(host, port, ClientConfig(heartbeat_interval=0.2))
+        users = client.async_proxy(UserApi)
+        timer = client.async_proxy(TimerApi)
+
+        got = await asyncio.gather(*(users.get_user(i) for i in range(1, 1001)))
+        assert [u.id for u in got] == list(range(1, 1001))
+        print(f"1000 calls in flight at once: all answered, {client.connects} connection opened, "
+              f"{server.connection_count} connection on the server")
+
+        start = time.monotonic()
+        slow = asyncio.ensure_future(timer.sleep(0.5))
+        fast = await users.get_user(7)
+        print(f"a 0.5 s call is in flight; a fast call behind it returned after "
+              f"{(time.monotonic() - start) * 1000:.0f} ms: {fast.name}")
+        await slow
+
+        with rpc_timeout(0.1):
+            try:
+                await timer.sleep(1.0)
+            except RpcTimeoutError as exc:
+                print(f"rpc_timeout(0.1) around a 1 s call: {type(exc).__name__}: {exc}")
+
+        await asyncio.sleep(0.7)  # idle: the client pings, the server answers
+        print(f"after 0.7 s idle with a 0.2 s heartbeat interval, still connected: "
+              f"{client.connection is not None and client.connection.usable}")
+
+        pending = asyncio.ensure_future(timer.sleep(0.3))
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(server.aclose())
+        print(f"graceful shutdown: the call in flight still completes "
+              f"({(await pending) > 0}), then the server closes")
+        await closing
+        try:
+            await users.get_user(1)
+        except RpcError as exc:
+            print(f"a call after the shutdown fails fast: {type(exc).__name__}")
+        await client.aclose()
+    return 0
+
+
+def run_client(host: str, port: int, calls: int, serializer: str, config: ClientConfig) -> int:
+    with Client(host, port, config) as client:
+        users = client.proxy(UserApi, serializer=serializer)
+        for i in range(calls):
+            try:
+                print(users.get_user(123456 + i))
+            except RpcError as exc:
+                print(f"call failed: {exc}", file=sys.stderr)
+                return 1
+    return 0
+
+
+async def bench(calls: int | None, runs: int | None, serializer: str, as_json: bool) -> int:
+    n = calls or run_length(500, 5000)
+    runs = runs or run_length(1, 5)
+    all_ratios = []
+    curves = {}
+    for _ in range(runs):
+        curves = await run_comparison(n, serializer=serializer)
+        all_ratios.append(ratios(curves))
+    summary = median_ratios(all_ratios)
+    if as_json:
+        print(json.dumps({"runs": runs, "calls": n, "serializer": serializer,
+                          "median_ratios": summary,
+                          "last_run": {k: [r.summary() for r in v.values()]
+                                       for k, v in curves.items()}}, indent=2))
+        return 0
+    print_bench(curves, as_json=False)
+    print(f"\nratios, median of {runs} run(s) of {n} calls per level ({serializer}):")
+    for key, value in summary.items():
+        print(f"  {key:<50} {value:6.2f}")
+    return 0
+
+
+def add_options(command: str, parser: argparse.ArgumentParser) -> None:
+    if command in ("demo", "client", "bench"):
+        parser.add_argument("--serializer", choices=NAMES, default="pickle")
+    if command == "bench":
+        parser.add_argument("--runs", type=int, default=None,
+                            help="runs to take the median of (default 1, or 5 with RPC_BENCH=full)")
+    if command == "server":
+        parser.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout,
+                            help="close a client silent this long (seconds)")
+        parser.add_argument("--min-ping-interval", type=float,
+                            default=ServerConfig.min_ping_interval)
+        parser.add_argument("--shutdown-grace", type=float, default=ServerConfig.shutdown_grace)
+    if command == "client":
+        parser.add_argument("--heartbeat-interval", type=float,
+                            default=ClientConfig.heartbeat_interval)
+        parser.add_argument("--timeout", type=float, default=ClientConfig.timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser("python -m stages.v2_1", "v2.1: long-lived multiplexed connections and "
+                        "heartbeats", add_options).parse_args(argv)
+    if args.command == "demo":
+        return asyncio.run(demo())
+    if args.command == "server":
+        config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
+                              min_ping_interval=args.min_ping_interval,
+                              shutdown_grace=args.shutdown_grace)
+        asyncio.run(serve_until_signalled(new_server(config)))
+        return 0
+    if args.command == "client":
+        return run_client(args.host, args.port, args.calls, args.serializer,
+                          ClientConfig(heartbeat_interval=args.heartbeat_interval,
+                                       timeout=args.timeout))
+    return asyncio.run(bench(args.calls, args.runs, args.serializer, args.json))

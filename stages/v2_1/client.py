@@ -1,0 +1,378 @@
+"""The v2.1 client: one long-lived connection, many calls in flight, a heartbeat, reconnection.
+
+v2.0's client opened a TCP connection for every call: a handshake, a request, an answer, a
+teardown. Inside a data centre, where one service calls another thousands of times a second, the
+handshakes cost more than the calls. v2.1 keeps one connection per server open and sends every
+call over it, without waiting for the previous answer:
+
+* each call gets a request id; its future waits in ``pending[request_id]``; the answer, whenever
+  it comes and in whatever order, completes the future with that id (*multiplexing*);
+* each call has a deadline (``config.timeout``, per proxy, or per call with :func:`rpc_timeout`).
+  At the deadline the caller gets :class:`RpcTimeoutError` at once; if the answer comes later its
+  id is no longer pending and it is dropped;
+* the connection's :class:`~stages.v2_1.heartbeat.Heartbeat` pings a silent server and closes
+  the connection when the server stays silent for ``idle_timeout``; every pending call then fails
+  at once with :class:`ConnectionClosedError`: nothing hangs;
+* a call that finds no usable connection opens one. After a failed attempt the next waits an
+  exponentially growing, jittered delay; calls made meanwhile fail fast;
+* a server's GOAWAY marks its connection as draining: pending calls finish on it, new calls go
+  to a new connection.
+
+Everything above the connection is v2.0's, inherited unchanged: proxies, arguments checked
+locally, serializers, exceptions. Only :meth:`Client.exchange` (send a frame, get its answer) is
+replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from stages.v2_0 import client as v2_0
+from stages.v2_0.api import MethodSpec
+from stages.v2_0.errors import (
+    ConfigError,
+    ConnectionClosedError,
+    ProtocolError,
+    RemoteProtocolError,
+    RpcTimeoutError,
+    TransportError,
+)
+from stages.v2_1.config import ClientConfig
+from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
+
+__all__ = ["Client", "ClientConnection", "rpc_timeout"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "rpc_call_timeout", default=None)
+
+
+@contextlib.contextmanager
+def rpc_timeout(seconds: float) -> Iterator[None]:
+    """Give the calls made inside the block their own timeout::
+
+        with rpc_timeout(0.2):
+            user_api.get_user(1)   # RpcTimeoutError after 200 ms
+
+    Raises:
+        ConfigError: ``seconds`` is not a number > 0.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ConfigError(f"rpc_timeout needs a number > 0, got {seconds!r}")
+    token = _call_timeout.set(float(seconds))
+    try:
+        yield
+    finally:
+        _call_timeout.reset(token)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One long-lived connection to a server, shared by every call to it.
+
+    Args:
+        address: the server's address, for messages.
+        config: frame limit and heartbeat settings.
+        heartbeat_interval: the interval in force (the client may have backed it off).
+    """
+
+    def __init__(self, address: tuple[str, int], config: ClientConfig,
+                 heartbeat_interval: float) -> None:
+        self.address = address
+        self.where = f"{address[0]}:{address[1]}"
+        self.codec = FrameCodec(max_frame_size=config.max_frame_size)
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.goaway: GoAway | None = None
+        self.late_answers = 0
+        self._loop = asyncio.get_running_loop()
+        scale = heartbeat_interval / config.heartbeat_interval
+        self._heartbeat = Heartbeat(heartbeat_interval, config.idle * scale, self._loop.time())
+        self._timer: asyncio.TimerHandle | None = None
+        self._batch: list[bytes] | None = None
+        self._close_reason: ConnectionClosedError | None = None
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    @property
+    def usable(self) -> bool:
+        """Open, and not told by the server to go away."""
+        return self.transport is not None and self.goaway is None and not self.transport.is_closing()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, request_id: int, data: bytes) -> asyncio.Future[Frame]:
+        """Send an encoded request; the returned future gets its RESPONSE frame."""
+        future = self._loop.create_future()
+        self.pending[request_id] = future
+        self._write(data)
+        return future
+
+    def _write(self, data: bytes) -> None:
+        # The first write in a turn of the event loop goes out at once (one call in flight pays
+        # no delay); writes made later in the same turn are joined and sent by one system call
+        # at the end of the turn (many calls in flight share it).
+        transport = self.transport
+        if transport is None:
+            return
+        if self._batch is None:
+            transport.write(data)
+            self._batch = []
+            self._loop.call_soon(self._flush)
+        else:
+            self._batch.append(data)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None:
+            self.transport.write(b"".join(batch))
+
+    # -- asyncio callbacks -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        now = self._loop.time()
+        self._heartbeat.on_read(now)
+        self._on_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._heartbeat.last_read = self._loop.time()  # any byte is a sign of life
+        codec = self.codec
+        codec.feed(data)
+        pending = self.pending
+        try:
+            while isinstance(frame := codec.next_frame(), Frame):
+                if frame.type == FrameType.RESPONSE:
+                    future = pending.pop(frame.request_id, None)
+                    if future is None or future.done():
+                        self.late_answers += 1  # its call timed out already: drop it
+                    else:
+                        future.set_result(frame)
+                elif frame.type == FrameType.PONG:
+                    pass
+                elif frame.type == FrameType.PING:
+                    self._write(PONG_FRAME)
+                elif frame.type == FrameType.GOAWAY:
+                    self._on_goaway(frame)
+                else:
+                    raise RemoteProtocolError(f"unexpected frame type {frame.type} from server")
+        except ProtocolError as exc:
+            self.abort(ConnectionClosedError(f"protocol error from {self.where}: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport = None
+        reason = self._close_reason or ConnectionClosedError(
+            f"connection to {self.where} lost" + (f": {exc}" if exc else " (closed by server)"))
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(_copy(reason))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _on_goaway(self, frame: Frame) -> None:
+        try:
+            self.goaway = GoAway(frame.body.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            self.goaway = GoAway.SHUTDOWN
+        log.info("%s sent GOAWAY %s", self.where, self.goaway.value)
+        if not self.pending:
+            self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))
+
+    # -- heartbeat and closing -------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        action, next_poll = self._heartbeat.poll(self._loop.time())
+        if action is Action.PING:
+            self._write(PING_FRAME)
+        elif action is Action.CLOSE:
+            self.abort(ConnectionClosedError(
+                f"{self.where} sent nothing for {self._heartbeat.idle_timeout:.3g} s (heartbeat "
+                "idle timeout): connection closed as dead"))
+            return
+        self._timer = self._loop.call_at(next_poll, self._on_timer)
+
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for a call's answer (its deadline passed); a late answer is dropped."""
+        self.pending.pop(request_id, None)
+        if self.goaway is not None and not self.pending:
+            self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))
+
+    def close(self, reason: ConnectionClosedError | None = None) -> None:
+        """Close after sending what is buffered; pending calls fail with ``reason``."""
+        if self.transport is not None:
+            self._close_reason = self._close_reason or reason or ConnectionClosedError(
+                f"connection to {self.where} closed by the client", closed_by_peer=False)
+            self._flush()
+            self.transport.close()
+
+    def abort(self, reason: ConnectionClosedError) -> None:
+        """Drop the connection now (a dead or misbehaving peer): nothing more is sent."""
+        if self.transport is not None:
+            self._close_reason = self._close_reason or reason
+            self.transport.abort()
+
+
+def _copy(exc: ConnectionClosedError) -> ConnectionClosedError:
+    # Each failed call gets its own exception object: one raised object shared by many
+    # awaiting tasks would collect all their tracebacks.
+    return ConnectionClosedError(str(exc), closed_by_peer=exc.closed_by_peer)
+
+
+class Client(v2_0.Client):
+    """Calls a v2.1 server over one long-lived, multiplexed connection.
+
+    The API is v2.0's (``proxy``, ``async_proxy``, ``close``), plus ``timeout=`` on the proxies
+    and :meth:`aclose` for asyncio code. A client serves one event loop: its blocking proxies use
+    its own loop thread, so use either blocking proxies or async proxies with one client.
+    """
+
+    config: ClientConfig
+
+    def __init__(self, host: str, port: int, config: ClientConfig | None = None) -> None:
+        super().__init__(host, port, config or ClientConfig())
+        self.connection: ClientConnection | None = None
+        self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._delay = self.config.backoff_initial
+        self._next_attempt = 0.0
+        self._last_error: BaseException | None = None
+        self._heartbeat_interval = self.config.heartbeat_interval
+        self.connects = 0
+
+    # -- proxies: v2.0's, with a per-proxy and a per-call timeout --------------------------------
+
+    def proxy(self, interface: type[T], *, serializer: str | None = None,
+              timeout: float | None = None) -> T:
+        """A blocking proxy (see v2.0); ``timeout`` overrides ``config.timeout`` for its calls."""
+        spec, ser = self._prepare(interface, serializer)
+
+        def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            # The per-call timeout is read here, in the caller's thread and context.
+            deadline = _call_timeout.get() or timeout
+            return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
+
+        return v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target())
+
+    def async_proxy(self, interface: type, *, serializer: str | None = None,
+                    timeout: float | None = None) -> Any:
+        """An async proxy (see v2.0); ``timeout`` overrides ``config.timeout`` for its calls."""
+        spec, ser = self._prepare(interface, serializer)
+
+        def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return self.invoke(spec, method.name, args, kwargs, ser, _call_timeout.get() or timeout)
+
+        return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
+
+    def _target(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    # -- the one method v2.1 replaces ------------------------------------------------------------
+
+    async def exchange(self, request: Frame, timeout: float | None = None) -> Frame:
+        """Send a request on the shared connection and wait for its answer.
+
+        Raises:
+            RpcTimeoutError: no answer within the timeout (the answer, if it comes, is dropped).
+            ConnectionClosedError: the connection closed or was found dead while waiting.
+            TransportError: no connection could be opened (or the client is backing off).
+        """
+        conn = self.connection
+        if conn is None or not conn.usable:
+            conn = await self._reconnect()
+        rid = request.request_id
+        future = conn.send(rid, conn.codec.encode(request))
+        timeout = self.config.timeout if timeout is None else timeout
+        timer = conn._loop.call_later(timeout, _expire, conn, rid, future, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    # -- connecting ------------------------------------------------------------------------------
+
+    async def _reconnect(self) -> ClientConnection:
+        """A usable connection: the one being opened, or a new one if the backoff allows."""
+        if self._connecting is None:
+            loop = asyncio.get_running_loop()
+            wait = self._next_attempt - loop.time()
+            if wait > 0:
+                raise TransportError(
+                    f"{self._target()} unavailable (last error: {self._last_error}); next "
+                    f"connection attempt in {wait:.3g} s")
+            self._connecting = loop.create_task(self._open())
+        # Every call waiting for this attempt shares it; shield it from their cancellation.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            old = self.connection
+            if old is not None and old.transport is not None and not old.pending:
+                old.close()
+            try:
+                async with asyncio.timeout(self.config.connect_timeout):
+                    _, conn = await loop.create_connection(
+                        lambda: ClientConnection(self.address, self.config,
+                                                 self._heartbeat_interval),
+                        *self.address)
+            except (OSError, TimeoutError) as exc:
+                self._last_error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
+                    f"connect timed out after {self.config.connect_timeout} s")
+                jitter = 1 + self.config.backoff_jitter * (2 * random.random() - 1)
+                self._next_attempt = loop.time() + self._delay * jitter
+                self._delay = min(self._delay * self.config.backoff_multiplier,
+                                  self.config.backoff_max)
+                raise TransportError(f"cannot connect to {self._target()}: "
+                                     f"{self._last_error}") from exc
+            self._delay = self.config.backoff_initial
+            self._next_attempt = 0.0
+            self.connection = conn
+            self.connects += 1
+            conn.closed.add_done_callback(lambda _: self._on_closed(conn))
+            return conn
+        finally:
+            self._connecting = None
+
+    def _on_closed(self, conn: ClientConnection) -> None:
+        if conn.goaway is GoAway.TOO_MANY_PINGS:
+            # The server finds us too chatty: ping half as often from now on (gRPC does the same).
+            self._heartbeat_interval *= 2
+            log.warning("%s: too many pings; heartbeat interval raised to %.3g s",
+                        self._target(), self._heartbeat_interval)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the connection (on the loop it belongs to); pending calls fail."""
+        conn, self.connection = self.connection, None
+        if conn is not None and conn.transport is not None:
+            conn.close()
+            await conn.closed
+
+    def close(self) -> None:
+        """Close the connection and stop the blocking proxies' loop thread."""
+        loop_thread = self._loop_thread
+        if loop_thread is not None:
+            loop_thread.run(self.aclose())
+        super().close()
+
+
+def _expire(conn: ClientConnection, rid: int, future: asyncio.Future[Frame],
+            timeout: float) -> None:
+    if not future.done():
+        conn.forget(rid)
+        future.set_exception(RpcTimeoutError(f"no answer from {conn.where} within {timeout:.3g} s"))
