@@ -40,8 +40,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from stages.v1_0.errors import LocalProtocolError, RemoteProtocolError, Status
 
@@ -77,13 +76,16 @@ class FrameType(enum.IntEnum):
     RESPONSE = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One decoded frame.
 
     ``type``, ``codec`` and ``status`` are kept as plain ints: the frame layer only moves them;
     what they mean is decided one layer up, so a later version can add values without touching
     this codec.
+
+    A frame is immutable. It is a named tuple rather than a frozen dataclass for one reason:
+    speed. Every call creates two frames on each side, and a named tuple is built about twice
+    as fast.
     """
 
     type: int

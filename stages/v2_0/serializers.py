@@ -38,7 +38,8 @@ import io
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from google.protobuf import any_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -60,18 +61,20 @@ T = TypeVar("T", bound=type)
 # -- the envelope ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Invocation:
+# The envelope types are named tuples, immutable like frozen dataclasses but built about twice as
+# fast: each call builds one of each on each side.
+
+
+class Invocation(NamedTuple):
     """A call: which API, which method, with which arguments."""
 
     address: str
     method: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
+class ErrorInfo(NamedTuple):
     """An exception raised by the remote method, in a form any serializer can carry.
 
     Attributes:
@@ -87,8 +90,7 @@ class ErrorInfo:
     traceback: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a call produced: ``value``, or ``error`` when it raised."""
 
     value: Any = None

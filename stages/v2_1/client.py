@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import heapq
 import logging
 import random
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from stages.v2_0.errors import (
 )
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
 
 __all__ = ["Client", "ClientConnection", "rpc_timeout"]
@@ -75,7 +77,7 @@ def rpc_timeout(seconds: float) -> Iterator[None]:
         _call_timeout.reset(token)
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(BatchedWriter, asyncio.Protocol):
     """One long-lived connection to a server, shared by every call to it.
 
     Args:
@@ -90,6 +92,11 @@ class ClientConnection(asyncio.Protocol):
         self.where = f"{address[0]}:{address[1]}"
         self.codec = FrameCodec(max_frame_size=config.max_frame_size)
         self.pending: dict[int, asyncio.Future[Frame]] = {}
+        # Deadlines of pending calls, earliest first: (deadline, request id, timeout). One timer
+        # serves them all (see _arm_deadline); entries of answered calls are skipped when they
+        # come up, and the heap is rebuilt if it grows much larger than ``pending``.
+        self._deadlines: list[tuple[float, int, float]] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.goaway: GoAway | None = None
         self.late_answers = 0
@@ -97,7 +104,6 @@ class ClientConnection(asyncio.Protocol):
         scale = heartbeat_interval / config.heartbeat_interval
         self._heartbeat = Heartbeat(heartbeat_interval, config.idle * scale, self._loop.time())
         self._timer: asyncio.TimerHandle | None = None
-        self._batch: list[bytes] | None = None
         self._close_reason: ConnectionClosedError | None = None
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -108,31 +114,46 @@ class ClientConnection(asyncio.Protocol):
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def send(self, request_id: int, data: bytes) -> asyncio.Future[Frame]:
-        """Send an encoded request; the returned future gets its RESPONSE frame."""
+    def send(self, request_id: int, data: bytes, timeout: float) -> asyncio.Future[Frame]:
+        """Send an encoded request; the returned future gets its RESPONSE frame, or
+        :class:`RpcTimeoutError` after ``timeout`` seconds."""
         future = self._loop.create_future()
-        self.pending[request_id] = future
-        self._write(data)
+        pending = self.pending
+        pending[request_id] = future
+        # A lone call goes out at once; with others in flight, requests made in the same turn
+        # of the loop leave together (see BatchedWriter).
+        self.write(data, now=len(pending) == 1)
+        deadline = self._loop.time() + timeout
+        heapq.heappush(self._deadlines, (deadline, request_id, timeout))
+        timer = self._deadline_timer
+        if timer is None or timer.when() > deadline:
+            self._arm_deadline(deadline)
+        elif len(self._deadlines) > 2 * len(pending) + 1024:
+            self._deadlines = [entry for entry in self._deadlines if entry[1] in pending]
+            heapq.heapify(self._deadlines)
         return future
 
-    def _write(self, data: bytes) -> None:
-        # The first write in a turn of the event loop goes out at once (one call in flight pays
-        # no delay); writes made later in the same turn are joined and sent by one system call
-        # at the end of the turn (many calls in flight share it).
-        transport = self.transport
-        if transport is None:
-            return
-        if self._batch is None:
-            transport.write(data)
-            self._batch = []
-            self._loop.call_soon(self._flush)
-        else:
-            self._batch.append(data)
+    def _arm_deadline(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = self._loop.call_at(when, self._expire_deadlines)
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch and self.transport is not None:
-            self.transport.write(b"".join(batch))
+    def _expire_deadlines(self) -> None:
+        self._deadline_timer = None
+        now = self._loop.time()
+        deadlines, pending = self._deadlines, self.pending
+        while deadlines and deadlines[0][0] <= now:
+            _, rid, timeout = heapq.heappop(deadlines)
+            future = pending.pop(rid, None)
+            if future is not None and not future.done():
+                future.set_exception(RpcTimeoutError(
+                    f"no answer from {self.where} within {timeout:.3g} s"))
+        while deadlines and deadlines[0][1] not in pending:
+            heapq.heappop(deadlines)  # answered already
+        if deadlines:
+            self._arm_deadline(deadlines[0][0])
+        if self.goaway is not None and not pending:
+            self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))
 
     # -- asyncio callbacks -----------------------------------------------------------------------
 
@@ -159,7 +180,7 @@ class ClientConnection(asyncio.Protocol):
                 elif frame.type == FrameType.PONG:
                     pass
                 elif frame.type == FrameType.PING:
-                    self._write(PONG_FRAME)
+                    self.write(PONG_FRAME)
                 elif frame.type == FrameType.GOAWAY:
                     self._on_goaway(frame)
                 else:
@@ -168,9 +189,11 @@ class ClientConnection(asyncio.Protocol):
             self.abort(ConnectionClosedError(f"protocol error from {self.where}: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._deadline_timer = None
+        self._deadlines = []
         self.transport = None
         reason = self._close_reason or ConnectionClosedError(
             f"connection to {self.where} lost" + (f": {exc}" if exc else " (closed by server)"))
@@ -198,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
             return
         action, next_poll = self._heartbeat.poll(self._loop.time())
         if action is Action.PING:
-            self._write(PING_FRAME)
+            self.write(PING_FRAME, now=True)
         elif action is Action.CLOSE:
             self.abort(ConnectionClosedError(
                 f"{self.where} sent nothing for {self._heartbeat.idle_timeout:.3g} s (heartbeat "
@@ -206,18 +229,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self._timer = self._loop.call_at(next_poll, self._on_timer)
 
-    def forget(self, request_id: int) -> None:
-        """Stop waiting for a call's answer (its deadline passed); a late answer is dropped."""
-        self.pending.pop(request_id, None)
-        if self.goaway is not None and not self.pending:
-            self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))
-
     def close(self, reason: ConnectionClosedError | None = None) -> None:
         """Close after sending what is buffered; pending calls fail with ``reason``."""
         if self.transport is not None:
             self._close_reason = self._close_reason or reason or ConnectionClosedError(
                 f"connection to {self.where} closed by the client", closed_by_peer=False)
-            self._flush()
+            self.flush()
             self.transport.close()
 
     def abort(self, reason: ConnectionClosedError) -> None:
@@ -293,14 +310,8 @@ class Client(v2_0.Client):
         conn = self.connection
         if conn is None or not conn.usable:
             conn = await self._reconnect()
-        rid = request.request_id
-        future = conn.send(rid, conn.codec.encode(request))
         timeout = self.config.timeout if timeout is None else timeout
-        timer = conn._loop.call_later(timeout, _expire, conn, rid, future, timeout)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await conn.send(request.request_id, conn.codec.encode(request), timeout)
 
     # -- connecting ------------------------------------------------------------------------------
 
@@ -369,10 +380,3 @@ class Client(v2_0.Client):
         if loop_thread is not None:
             loop_thread.run(self.aclose())
         super().close()
-
-
-def _expire(conn: ClientConnection, rid: int, future: asyncio.Future[Frame],
-            timeout: float) -> None:
-    if not future.done():
-        conn.forget(rid)
-        future.set_exception(RpcTimeoutError(f"no answer from {conn.where} within {timeout:.3g} s"))

@@ -38,6 +38,7 @@ from stages.v2_0.errors import ProtocolError, RemoteProtocolError, Status
 from stages.v2_0.serializers import Invocation, Outcome, Serializer
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
     PONG_FRAME,
     Frame,
@@ -97,7 +98,7 @@ class Server(v2_0.Server):
         await server.wait_closed()
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(BatchedWriter, asyncio.Protocol):
     """One client's long-lived connection: frames in, calls run, answers out in any order."""
 
     def __init__(self, server: Server) -> None:
@@ -115,7 +116,6 @@ class ServerConnection(asyncio.Protocol):
         self._partial_since: float | None = None
         self._last_ping = float("-inf")
         self._strikes = 0
-        self._batch: list[bytes] | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -240,8 +240,9 @@ class ServerConnection(asyncio.Protocol):
             status, outcome = self.server.error_outcome(exc)
         else:  # KeyboardInterrupt, SystemExit: not ours to swallow
             raise exc
-        self._write(self.codec.encode(self.server.respond(rid, serializer, invocation, status,
-                                                          outcome)))
+        # Answers of tasks that finish in the same turn of the loop leave together.
+        self.write(self.codec.encode(self.server.respond(rid, serializer, invocation, status,
+                                                         outcome)))
         if self._reading_paused and len(self.running) < self.config.max_concurrent_calls:
             self._reading_paused = False
             self._loop.call_soon(self._resume)
@@ -274,24 +275,8 @@ class ServerConnection(asyncio.Protocol):
 
     # -- writing, timers, closing ----------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        """Write now if this is the first write in this turn of the loop, else batch it.
-
-        Answers of tasks that finish in the same turn then leave in one system call.
-        """
-        if self.transport is None:
-            return
-        if self._batch is None:
-            self.transport.write(data)
-            self._batch = []
-            self._loop.call_soon(self._flush)
-        else:
-            self._batch.append(data)
-
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch and self.transport is not None:
-            self.transport.write(b"".join(batch))
+    def flush(self) -> None:
+        super().flush()
         if self.going_away and not self.running:
             self.close()
 
