@@ -66,7 +66,7 @@ class Client:
     def __init__(self, host: str, port: int, config: ClientConfig | None = None) -> None:
         self.address = (host, port)
         self.config = config or ClientConfig()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count()
 
     async def call(self, service: str, method: str, **params: object) -> dict[str, str]:
         """Call ``service:method`` with ``params`` and return the result's fields.
@@ -79,9 +79,14 @@ class Client:
             RemoteProtocolError: the answer broke the protocol.
         """
         body = encode_request(Request(service, method, {k: str(v) for k, v in params.items()}))
-        frame = await self.exchange(Frame(FrameType.REQUEST, next(self._ids) & 0xFFFFFFFF, body))
+        frame = await self.exchange(Frame(FrameType.REQUEST, self.next_request_id(), body))
         raise_for_status(frame)
         return decode_result(frame.body)
+
+    def next_request_id(self) -> int:
+        """1, 2, ... 2**32 - 1, then 1 again: 0 is kept for the server's answers to frames it
+        could not read (their request id is unknown)."""
+        return next(self._ids) % 0xFFFFFFFF + 1
 
     async def exchange(self, request: Frame, timeout: float | None = None) -> Frame:
         """Send one frame on a new connection and return the frame that answers it.

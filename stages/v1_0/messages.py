@@ -6,7 +6,7 @@ The request names the service, the method and the parameters, in the spirit of a
 
 and the answer is the result's fields in the same query-string form::
 
-    id=123456&name=Ada+Lovelace&email=ada%40example.org
+    id=123456&name=Alan+Turing&email=alan.123456%40example.org
 
 Both are plain UTF-8 text, so a learner can read them in a hex dump. Parameters are strings: the
 text format has no types, which is exactly the limitation v2.0's serializers remove.
@@ -24,8 +24,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from stages.v1_0.errors import RemoteProtocolError, Status
 
-__all__ = ["Request", "encode_request", "decode_request", "encode_result", "decode_result"]
+__all__ = ["TEXT_CODEC", "Request", "encode_request", "decode_request", "encode_result", "decode_result"]
 
+#: The frame header's codec byte for this text format (v2.0 adds real serializers).
+TEXT_CODEC: Final = 0
 #: Service and method names are identifiers. A method starting with "_" is never callable.
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 #: More parameters than this is not a request, it is an attack on the parser.

@@ -24,7 +24,7 @@ from typing import Any
 
 from stages.v1_0.config import ServerConfig
 from stages.v1_0.errors import ProtocolError, RemoteProtocolError, Status
-from stages.v1_0.messages import decode_request, encode_result
+from stages.v1_0.messages import TEXT_CODEC, decode_request, encode_result
 from stages.v1_0.protocol import Frame, FrameCodec, FrameTooLargeError, FrameType
 
 __all__ = ["Server", "ServerConnection"]
@@ -85,6 +85,9 @@ class Server:
         try:
             if frame.type != FrameType.REQUEST:
                 raise RemoteProtocolError(f"expected a REQUEST frame, got type {frame.type}")
+            if frame.codec != TEXT_CODEC:
+                raise RemoteProtocolError(f"codec {frame.codec} is not supported: v1.0 speaks "
+                                          f"only {TEXT_CODEC} (UTF-8 text)", Status.BAD_REQUEST)
             request = decode_request(frame.body)
             fn = self._lookup(request.service, request.method)
             try:

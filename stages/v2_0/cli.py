@@ -46,15 +46,15 @@ async def demo(serializers: list[str]) -> int:
     return 0
 
 
-def run_client(host: str, port: int, calls: int, serializer: str) -> int:
-    with Client(host, port, ClientConfig(serializer=serializer)) as client:
-        user_api = client.proxy(UserApi)
-        for i in range(calls):
-            try:
-                print(user_api.get_user(123456 + i))
-            except RpcError as exc:
-                print(f"call failed: {exc}", file=sys.stderr)
-                return 1
+def run_client(client: Client, calls: int) -> int:
+    """Call ``get_user`` ``calls`` times through a blocking proxy; 1 on the first failure."""
+    user_api = client.proxy(UserApi)
+    for i in range(calls):
+        try:
+            print(user_api.get_user(123456 + i))
+        except RpcError as exc:
+            print(f"call failed: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -90,5 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve_until_signalled(new_server(ServerConfig(host=args.host, port=args.port))))
         return 0
     if args.command == "client":
-        return run_client(args.host, args.port, args.calls, args.serializer or "pickle")
+        config = ClientConfig(serializer=args.serializer or "pickle")
+        with Client(args.host, args.port, config) as client:
+            return run_client(client, args.calls)
     return asyncio.run(bench(args.calls, chosen, args.json))

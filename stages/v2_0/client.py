@@ -163,7 +163,7 @@ class Client(v1_0.Client):
             TransportError, RpcTimeoutError: as in v1.0.
         """
         body = serializer.encode_invocation(Invocation(spec.address, method, args, kwargs))
-        request = Frame(FrameType.REQUEST, next(self._ids) & 0xFFFFFFFF, body,
+        request = Frame(FrameType.REQUEST, self.next_request_id(), body,
                         codec=serializer.serializer_id)
         return self.read_outcome(await self.exchange(request, timeout), serializer)
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Sequence
 
 from stages.harness.bench import run_length
 from stages.v1_0.cli import build_parser, print_bench, serve_until_signalled
-from stages.v2_0.cli import NAMES
+from stages.v2_0.cli import NAMES, run_client
 from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
 from stages.v2_0.user_stub import InventoryApi, UserApi
 from stages.v2_1.bench import median_ratios, ratios, run_comparison
@@ -82,18 +81,6 @@ async def demo() -> int:
     return 0
 
 
-def run_client(host: str, port: int, calls: int, serializer: str, config: ClientConfig) -> int:
-    with Client(host, port, config) as client:
-        users = client.proxy(UserApi, serializer=serializer)
-        for i in range(calls):
-            try:
-                print(users.get_user(123456 + i))
-            except RpcError as exc:
-                print(f"call failed: {exc}", file=sys.stderr)
-                return 1
-    return 0
-
-
 async def bench(calls: int | None, runs: int | None, serializer: str, as_json: bool) -> int:
     n = calls or run_length(500, 5000)
     runs = runs or run_length(1, 5)
@@ -146,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve_until_signalled(new_server(config)))
         return 0
     if args.command == "client":
-        return run_client(args.host, args.port, args.calls, args.serializer,
-                          ClientConfig(heartbeat_interval=args.heartbeat_interval,
-                                       timeout=args.timeout))
+        config = ClientConfig(serializer=args.serializer, timeout=args.timeout,
+                              heartbeat_interval=args.heartbeat_interval)
+        with Client(args.host, args.port, config) as client:
+            return run_client(client, args.calls)
     return asyncio.run(bench(args.calls, args.runs, args.serializer, args.json))

@@ -271,3 +271,20 @@ def test_bad_config_values_are_refused(kwargs: dict[str, object]) -> None:
         ServerConfig(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         ClientConfig(timeout=-1)
+
+
+def test_a_request_in_another_codec_is_refused() -> None:
+    async def scenario() -> None:
+        async with user_server() as server:
+            frame = await Client(*server.address).exchange(
+                Frame(FrameType.REQUEST, 4, b"userService:getUser?id=1", codec=2))
+            assert frame.status == Status.BAD_REQUEST
+            assert b"codec 2 is not supported" in frame.body
+
+    run(scenario)
+
+
+def test_request_ids_skip_zero_when_they_wrap() -> None:
+    client = Client("127.0.0.1", 1)
+    client._ids = iter([0, 1, 0xFFFFFFFE, 0xFFFFFFFF])  # type: ignore[assignment]
+    assert [client.next_request_id() for _ in range(4)] == [1, 2, 0xFFFFFFFF, 1]
