@@ -225,6 +225,10 @@ class ServerConnection(asyncio.Protocol):
         self.codec.feed(data)
         try:
             for frame in self.codec.frames():
+                if frame.type != FrameType.REQUEST:  # a client sends requests, nothing else
+                    self._fail(RemoteProtocolError(
+                        f"expected a REQUEST frame, got type {frame.type}"), frame.request_id)
+                    return
                 transport.write(self.codec.encode(self.server.handle(frame)))
         except FrameTooLargeError as exc:
             # The header was readable, so this request gets a clear answer. The connection
