@@ -115,6 +115,7 @@ class Client(v1_0.Client):
         super().__init__(host, port, config or ClientConfig())
         self._loop_thread: _LoopThread | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     # -- proxies -------------------------------------------------------------------------------
 
@@ -178,23 +179,29 @@ class Client(v1_0.Client):
                                       f"{serializer.serializer_id}")
         outcome = serializer.decode_outcome(frame.body)
         if outcome.error is not None:
-            raise rebuild_exception(outcome.error, Status(frame.status) if frame.status in
-                                    Status._value2member_map_ else Status.INTERNAL,
-                                    serializer.registry)
+            try:
+                status = Status(frame.status)
+            except ValueError:  # a status this version does not know
+                status = Status.INTERNAL
+            raise rebuild_exception(outcome.error, status, serializer.registry)
         return outcome.value
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def _loop(self) -> _LoopThread:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this client is closed")
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread()
             return self._loop_thread
 
     def close(self) -> None:
-        """Stop the background loop of the blocking proxies (if one was started)."""
+        """Stop the background loop of the blocking proxies (if one was started). Final: a
+        blocking call on a closed client raises RuntimeError."""
         with self._lock:
             loop_thread, self._loop_thread = self._loop_thread, None
+            self._closed = True
         if loop_thread is not None:
             loop_thread.close()
 

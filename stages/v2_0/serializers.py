@@ -21,7 +21,7 @@ loads it. So this serializer loads through an :class:`AllowListUnpickler` whose 
 accepts only plain value types and the data classes that stub packages register, and refuses
 everything else *before* it is imported or called. And the receiver, not the sender, decides which
 serializers it accepts: a frame naming a serializer that the server did not enable is refused
-before a byte of its body is decoded (see ``Server(serializers=...)``).
+before a byte of its body is decoded (see ``ServerConfig(serializers=...)``).
 
 Both serializers carry the same envelope: an :class:`Invocation` (address, method, arguments) and
 an :class:`Outcome` (a value, or an :class:`ErrorInfo`).
@@ -46,7 +46,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from stages.v2_0.api import ApiSpec
-from stages.v2_0.errors import ApiDefinitionError, SerializationError
+from stages.v2_0.errors import ApiDefinitionError, ConfigError, SerializationError
 from stages.v2_0.protos import rpc_envelope_pb2 as pb
 
 __all__ = [
@@ -561,10 +561,10 @@ def serializer_by_name(name: str) -> type[Serializer]:
     """``"pickle"`` -> :class:`PickleSerializer`, ``"protobuf"`` -> :class:`ProtobufSerializer`.
 
     Raises:
-        ValueError: no serializer of that name.
+        ConfigError: no serializer of that name (a ValueError too).
     """
     for cls in SERIALIZERS.values():
         if cls.name == name:
             return cls
-    raise ValueError(f"unknown serializer {name!r} (known: "
+    raise ConfigError(f"unknown serializer {name!r} (known: "
                      f"{', '.join(c.name for c in SERIALIZERS.values())})")

@@ -183,6 +183,11 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
                     answer = self._on_request(frame)
                     if answer is not None:
                         out.append(encode(answer))
+                        if len(out) >= self.CHUNK:
+                            # Send answers as they are made, a chunk at a time, so the client
+                            # starts on them while this side works on the rest of the batch.
+                            transport.write(b"".join(out))
+                            out.clear()
                 elif ftype == FrameType.PING:
                     if not self._on_ping(out):
                         return

@@ -23,6 +23,8 @@ class BatchedWriter:
     transport: asyncio.Transport | None
     _loop: asyncio.AbstractEventLoop
     _batch: list[bytes] | None = None
+    #: Frames joined into one write at the most.
+    CHUNK = 16
 
     def write(self, data: bytes, *, now: bool = False) -> None:
         """Send ``data``: at once if ``now`` and nothing is waiting, else at the end of this turn."""
@@ -35,7 +37,13 @@ class BatchedWriter:
             self._batch = [data]
             self._loop.call_soon(self.flush)
         else:
-            self._batch.append(data)
+            batch = self._batch
+            batch.append(data)
+            if len(batch) >= self.CHUNK:
+                # Do not hold a long train back until the end of the turn: the peer can start
+                # on the first frames while this side produces the rest.
+                self._batch = []
+                self.transport.write(b"".join(batch))
 
     def flush(self) -> None:
         """Send everything batched so far."""

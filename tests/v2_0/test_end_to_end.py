@@ -236,3 +236,14 @@ def test_blocking_proxy_refuses_to_run_on_its_own_loop(client: Client) -> None:
 
     with pytest.raises(RuntimeError, match="own event loop"):
         loop_thread.run(inner())
+
+
+def test_a_closed_client_stays_closed(server: BackgroundServer[Server]) -> None:
+    client = Client(*server.address)
+    users = client.proxy(UserApi)
+    assert users.get_user(1).id == 1
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        users.get_user(1)
+    with pytest.raises(ConfigError, match="unknown serializer 'json'"):
+        client.proxy(UserApi, serializer="json")
