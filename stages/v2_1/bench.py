@@ -14,16 +14,17 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stages.harness.bench import BenchResult, default_warmup, measure_sequential, measure_closed_loop
 from stages.harness.peers.echo_peer import EchoPeerClient
 from stages.harness.peers.grpc_peer import GrpcPeerClient
-from stages.harness.process import ServerProcess
+from stages.harness.process import ServerProcess, cpu_seconds
 from stages.v2_0.user_stub import InventoryApi, UserApi
 from stages.v2_1.client import Client
 
-__all__ = ["run_comparison", "ratios", "LEVELS"]
+__all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS"]
 
 LEVELS = (1, 4, 16, 64)
 SMALL_BODY = b"x" * 100
@@ -114,3 +115,47 @@ def ratios(curves: dict[str, dict[int, BenchResult]]) -> dict[str, float]:
 def median_ratios(runs: list[dict[str, float]]) -> dict[str, float]:
     """The median of each ratio over several runs."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """Where the time of a run went: CPU per call and how busy each side was."""
+
+    in_flight: int
+    tps: float
+    client_us_per_call: float
+    server_us_per_call: float
+    client_busy: float
+    server_busy: float
+
+
+async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64),
+                          serializer: str = "pickle") -> list[CpuShare]:
+    """Measure the CPU that each side spends per call, and how busy each side is.
+
+    If both sides are far from 100 % busy, the calls are waiting (on wake-ups, on the other side)
+    rather than computing: the limit is the round trip, not Python's speed. If one side is at
+    100 %, its CPU per call is the limit.
+    """
+    shares = []
+    with ServerProcess("stages.v2_1") as proc:
+        client = Client(proc.host, proc.port)
+        users = client.async_proxy(UserApi, serializer=serializer)
+        for _ in range(default_warmup(n) or 1):
+            await users.get_user(1)
+        for level in levels:
+            async def worker(calls: int) -> None:
+                for _ in range(calls):
+                    await users.get_user(123456)
+
+            per_worker = max(1, n // level)
+            server0, client0, start = cpu_seconds(proc.pid), cpu_seconds(), time.perf_counter()
+            await asyncio.gather(*(worker(per_worker) for _ in range(level)))
+            elapsed = time.perf_counter() - start
+            calls = per_worker * level
+            server_cpu, client_cpu = cpu_seconds(proc.pid) - server0, cpu_seconds() - client0
+            shares.append(CpuShare(level, calls / elapsed, 1e6 * client_cpu / calls,
+                                   1e6 * server_cpu / calls, client_cpu / elapsed,
+                                   server_cpu / elapsed))
+        await client.aclose()
+    return shares

@@ -16,7 +16,7 @@ from stages.v1_0.cli import build_parser, print_bench, serve_until_signalled
 from stages.v2_0.cli import NAMES, run_client
 from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
 from stages.v2_0.user_stub import InventoryApi, UserApi
-from stages.v2_1.bench import median_ratios, ratios, run_comparison
+from stages.v2_1.bench import median_ratios, ratios, run_comparison, where_time_goes
 from stages.v2_1.client import Client, rpc_timeout
 from stages.v2_1.config import ClientConfig, ServerConfig
 from stages.v2_1.errors import RpcError, RpcTimeoutError
@@ -100,6 +100,11 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
     print(f"\nratios, median of {runs} run(s) of {n} calls per level ({serializer}):")
     for key, value in summary.items():
         print(f"  {key:<50} {value:6.2f}")
+    print("\nwhere the time goes (get_user):")
+    for share in await where_time_goes(n * 4, serializer=serializer):
+        print(f"  {share.in_flight:>3} in flight: {share.tps:8.0f} calls/s; CPU per call: client "
+              f"{share.client_us_per_call:5.1f} µs, server {share.server_us_per_call:5.1f} µs; "
+              f"busy: client {share.client_busy:4.0%}, server {share.server_busy:4.0%}")
     return 0
 
 
