@@ -267,8 +267,14 @@ class FrameCodec:
         raise error
 
 
-def dissect(data: bytes) -> list[tuple[int, int, str, str, str]]:
+def dissect(
+    data: bytes, frame_types: type[enum.IntEnum] = FrameType
+) -> list[tuple[int, int, str, str, str]]:
     """Explain the header of an encoded frame, field by field, for a wire inspector.
+
+    Args:
+        data: the encoded frame.
+        frame_types: the enum that names the type byte (a later version passes its own).
 
     Returns:
         Rows ``(offset, size, field, hex bytes, decoded value)`` for each header field, then one
@@ -283,7 +289,7 @@ def dissect(data: bytes) -> list[tuple[int, int, str, str, str]]:
     layout = [
         ("magic", 2, f"0x{values[0]:04x}" + (" (RP)" if values[0] == MAGIC else " (wrong!)")),
         ("version", 1, str(values[1])),
-        ("type", 1, _enum_name(FrameType, values[2])),
+        ("type", 1, _enum_name(frame_types, values[2])),
         ("codec", 1, str(values[3])),
         ("status", 1, _enum_name(Status, values[4])),
         ("reserved", 2, str(values[5])),

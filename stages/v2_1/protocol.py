@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 
+from stages.v1_0 import protocol as v1_0
 from stages.v1_0.protocol import (  # unchanged since v1.0
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
@@ -30,7 +31,6 @@ from stages.v1_0.protocol import (  # unchanged since v1.0
     Frame,
     FrameCodec,
     FrameTooLargeError,
-    dissect,
     encode_frame,
 )
 
@@ -60,6 +60,11 @@ class GoAway(enum.Enum):
     TOO_MANY_PINGS = "too_many_pings"
     #: The connection was silent longer than the server's idle timeout.
     IDLE = "idle"
+
+
+def dissect(data: bytes) -> list[tuple[int, int, str, str, str]]:
+    """v1.0's wire inspector, naming v2.1's frame types."""
+    return v1_0.dissect(data, FrameType)
 
 
 # Control frames never change, so they are encoded once.

@@ -95,6 +95,13 @@ class Server(v2_0.Server):
             await asyncio.wait(running, timeout=self.config.shutdown_grace if grace is None else grace)
         for conn in connections:
             conn.close()
+        # Return only once every connection has been released (connection_lost has run).
+        lost = [conn.lost for conn in connections if not conn.lost.done()]
+        if lost:
+            await asyncio.wait(lost, timeout=1.0)
+        for conn in connections:
+            if not conn.lost.done():
+                conn.abort()
         await server.wait_closed()
 
 
@@ -116,6 +123,8 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         self._partial_since: float | None = None
         self._last_ping = float("-inf")
         self._strikes = 0
+        #: Done once the connection is closed and everything held for it released.
+        self.lost: asyncio.Future[None] = self._loop.create_future()
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -153,6 +162,8 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         self.transport = None
         self.codec = FrameCodec(max_frame_size=0)
         self.server._detach(self)  # type: ignore[arg-type]
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def pause_writing(self) -> None:
         # The client does not read its answers fast enough: stop reading its requests too.
@@ -198,6 +209,8 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
                 if not self._reading_paused:
                     self._reading_paused = True
                     transport.pause_reading()
+                    out.append(PONG_FRAME)  # we are alive, only busy (see _on_timer)
+                    self._schedule(self._loop.time() + self.config.min_ping_interval)
         except FrameTooLargeError as exc:
             self._fail(exc, exc.request_id, out)
         except ProtocolError as exc:
@@ -295,11 +308,23 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         if self.transport is None:
             return
         now = self._loop.time()
+        if self._reading_paused:
+            # We stopped reading by choice (push back): the client's pings wait unread, so its
+            # silence proves nothing. Suspend the verdict, and show the client that we are alive
+            # (an unasked PONG), or it would take our silence for death. The pause ends when
+            # calls finish, so this cannot last longer than the calls themselves.
+            self._heartbeat.on_read(now)
+            self.transport.write(PONG_FRAME)
+            self._schedule(now + self.config.min_ping_interval)
+            return
         action, next_poll = self._heartbeat.poll(now)
         if action is Action.CLOSE:
             log.info("client silent for %.3g s: closing its connection", self.config.idle_timeout)
+            # Say why, then close. A dead client may never take the bytes, and close() waits
+            # for them to leave: abort shortly after if it has not completed by then.
             self.transport.write(goaway_frame(GoAway.IDLE))
-            self.transport.abort()
+            self.transport.close()
+            self._timer = self._loop.call_later(1.0, self._abort)
             return
         if self._partial_since is not None:
             deadline = self._partial_since + self.config.frame_timeout
@@ -309,6 +334,11 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
                 return
             next_poll = min(next_poll, deadline)
         self._schedule(next_poll)
+
+    def _abort(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
 
     def _fail(self, exc: ProtocolError, request_id: int, out: list[bytes]) -> None:
         log.info("closing connection after protocol error: %s", exc)
@@ -331,3 +361,8 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         """Close the connection after writing what is buffered."""
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, buffered bytes and all."""
+        if self.transport is not None:
+            self.transport.abort()
