@@ -51,7 +51,7 @@ from stages.v2_0.protos import rpc_envelope_pb2 as pb
 
 __all__ = [
     "Invocation", "ErrorInfo", "Outcome", "TypeRegistry", "Serializer", "PickleSerializer",
-    "ProtobufSerializer", "AllowListUnpickler", "SERIALIZERS", "serializer_by_name",
+    "ProtobufSerializer", "AllowListUnpickler", "allowed_globals", "SERIALIZERS", "serializer_by_name",
     "proto_type", "qualified_name",
 ]
 
@@ -234,18 +234,26 @@ class AllowListUnpickler(pickle.Unpickler):
     before it is imported.
     """
 
-    def __init__(self, data: bytes, registry: TypeRegistry) -> None:
+    def __init__(self, data: bytes, registry: TypeRegistry | None = None, *,
+                 allowed: Mapping[tuple[str, str], Any] | None = None) -> None:
         super().__init__(io.BytesIO(data))
-        self._registry = registry
+        self._allowed = allowed if allowed is not None else allowed_globals(registry)
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in SAFE_GLOBALS:
-            return getattr({"builtins": builtins, "datetime": datetime,
-                            "decimal": decimal}[module], name)
-        allowed = self._registry.types.get(f"{module}.{name}")
-        if allowed is not None:
-            return allowed
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is forbidden")
+        allowed = self._allowed.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is forbidden")
+        return allowed
+
+
+def allowed_globals(registry: TypeRegistry | None) -> dict[tuple[str, str], Any]:
+    """``(module, name) -> object`` for every global an allow-listed pickle may name."""
+    modules = {"builtins": builtins, "datetime": datetime, "decimal": decimal}
+    allowed: dict[tuple[str, str], Any] = {
+        (module, name): getattr(modules[module], name) for module, name in SAFE_GLOBALS}
+    for cls in (registry.types.values() if registry is not None else ()):
+        allowed[(cls.__module__, cls.__qualname__)] = cls
+    return allowed
 
 
 class PickleSerializer(Serializer):
@@ -262,15 +270,20 @@ class PickleSerializer(Serializer):
     # Protocol 5: the newest and most compact; both ends run the same Python major version.
     PROTOCOL: ClassVar[int] = 5
 
+    def __init__(self, registry: TypeRegistry | None = None) -> None:
+        super().__init__(registry)
+        self._allowed = allowed_globals(self.registry)
+
     def encode_invocation(self, invocation: Invocation) -> bytes:
         return self._dumps((invocation.address, invocation.method, tuple(invocation.args),
                             dict(invocation.kwargs)))
 
     def decode_invocation(self, data: bytes) -> Invocation:
         loaded = self._loads(data)
-        if not (isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], str)
-                and isinstance(loaded[1], str) and isinstance(loaded[2], tuple)
-                and isinstance(loaded[3], dict) and all(isinstance(k, str) for k in loaded[3])):
+        if not (type(loaded) is tuple and len(loaded) == 4 and type(loaded[0]) is str
+                and type(loaded[1]) is str and type(loaded[2]) is tuple
+                and type(loaded[3]) is dict
+                and (not loaded[3] or all(type(k) is str for k in loaded[3]))):
             raise SerializationError("pickle: not a request envelope")
         return Invocation(*loaded)
 
@@ -305,7 +318,7 @@ class PickleSerializer(Serializer):
 
     def _loads(self, data: bytes) -> Any:
         try:
-            return AllowListUnpickler(data, self.registry).load()
+            return AllowListUnpickler(data, allowed=self._allowed).load()
         except pickle.UnpicklingError as exc:
             raise SerializationError(f"pickle: {exc}") from None
         except Exception as exc:  # truncated or malformed: EOFError, ValueError, KeyError...

@@ -31,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from functools import partial
+from types import CoroutineType
 from typing import Any
 
 from stages.v2_0 import server as v2_0
@@ -236,7 +237,7 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
             value = target(*invocation.args, **invocation.kwargs)
         except Exception as exc:
             return server.respond(rid, serializer, invocation, *server.error_outcome(exc))
-        if isinstance(value, Coroutine):
+        if type(value) is CoroutineType:  # an async def method: run it as its own task
             self._start_task(rid, serializer, invocation, value)
             return None
         return server.respond(rid, serializer, invocation, Status.OK, Outcome(value=value))
