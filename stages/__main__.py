@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
 
 import stages
 
@@ -18,7 +19,8 @@ def latest_stage() -> str:
 def main(argv: list[str] | None = None) -> int:
     name = latest_stage()
     cli = importlib.import_module(f"stages.{name}.__main__")
-    return cli.main(argv)
+    stage_main: Callable[[list[str] | None], int] = cli.main  # every stage's main has this type
+    return stage_main(argv)
 
 
 if __name__ == "__main__":

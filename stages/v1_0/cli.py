@@ -16,7 +16,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from stages.harness.bench import BenchResult, measure_concurrency_sweep, run_length
 from stages.harness.process import ServerProcess
@@ -128,7 +128,7 @@ async def run_client(host: str, port: int, calls: int) -> int:
 
 
 async def bench_workloads(
-    workloads: dict[str, Callable[[], Awaitable[object]]], calls: int
+    workloads: Mapping[str, Callable[[], Awaitable[object]]], calls: int
 ) -> dict[str, dict[int, BenchResult]]:
     """Run each workload at every level of :data:`BENCH_LEVELS`."""
     return {label: await measure_concurrency_sweep(call, calls, BENCH_LEVELS, label=label)

@@ -20,7 +20,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from stages.v1_0.config import ServerConfig
 from stages.v1_0.errors import ProtocolError, RemoteProtocolError, Status
@@ -171,7 +171,7 @@ class Server:
             conn.close()
         await server.wait_closed()
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -149,11 +149,11 @@ def rpc_api(
     return decorate
 
 
-def api_spec(interface: type) -> ApiSpec:
+def api_spec(interface: object) -> ApiSpec:
     """The :class:`ApiSpec` of an interface.
 
     Raises:
-        ApiDefinitionError: the class was not decorated with :func:`rpc_api`.
+        ApiDefinitionError: ``interface`` is not a class decorated with :func:`rpc_api`.
     """
     spec = interface.__dict__.get("__rpc_api__") if isinstance(interface, type) else None
     if not isinstance(spec, ApiSpec):

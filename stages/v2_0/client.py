@@ -25,7 +25,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from stages.v1_0 import client as v1_0
 from stages.v1_0.protocol import Frame, FrameType
@@ -39,6 +39,12 @@ from stages.v2_0.serializers import (
     TypeRegistry,
     serializer_by_name,
 )
+
+if TYPE_CHECKING:
+    # Why TypeForm[T] and not type[T] for proxy(): interfaces are abstract classes, and mypy
+    # refuses an abstract class where type[T] is expected ([type-abstract]), since type[T]
+    # promises a class it may instantiate. A proxy never instantiates the interface.
+    from typing_extensions import TypeForm
 
 __all__ = ["Client", "rebuild_exception", "make_proxy_class"]
 
@@ -119,16 +125,18 @@ class Client(v1_0.Client):
 
     # -- proxies -------------------------------------------------------------------------------
 
-    def proxy(self, interface: type[T], *, serializer: str | None = None) -> T:
+    def proxy(self, interface: TypeForm[T], *, serializer: str | None = None) -> T:
         """A proxy whose methods block until the remote call returns."""
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser))
 
-        return make_proxy_class(spec, asynchronous=False)(call, f"{self.address[0]}:{self.address[1]}")
+        # The proxy class is made at run time as a subclass of the interface: it is a T.
+        return cast(T, make_proxy_class(spec, asynchronous=False)(
+            call, f"{self.address[0]}:{self.address[1]}"))
 
-    def async_proxy(self, interface: type[T], *, serializer: str | None = None) -> Any:
+    def async_proxy(self, interface: type, *, serializer: str | None = None) -> Any:
         """A proxy whose methods return awaitables (``await api.get_user(1)``).
 
         Its methods have the interface's names and signatures but are coroutines, so it is typed
@@ -141,7 +149,7 @@ class Client(v1_0.Client):
 
         return make_proxy_class(spec, asynchronous=True)(call, f"{self.address[0]}:{self.address[1]}")
 
-    def _prepare(self, interface: type, serializer: str | None) -> tuple[ApiSpec, Serializer]:
+    def _prepare(self, interface: object, serializer: str | None) -> tuple[ApiSpec, Serializer]:
         spec = api_spec(interface)
         cls = serializer_by_name(serializer or self.config.serializer)
         return spec, cls(TypeRegistry.of([spec]))
@@ -205,7 +213,7 @@ class Client(v1_0.Client):
         if loop_thread is not None:
             loop_thread.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -246,4 +254,4 @@ def make_proxy_class(spec: ApiSpec, *, asynchronous: bool) -> type:
     namespace.update(__init__=__init__, __repr__=__repr__, __module__=__name__,
                      __rpc_api__=spec, __slots__=("_rpc_call", "_rpc_target"))
     name = f"{spec.interface.__name__}{'AsyncProxy' if asynchronous else 'Proxy'}"
-    return cast(type, type(name, (spec.interface,), namespace))
+    return type(name, (spec.interface,), namespace)

@@ -39,10 +39,10 @@ import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 from google.protobuf import any_pb2
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from stages.v2_0.api import ApiSpec
@@ -345,7 +345,7 @@ class ProtobufSerializer(Serializer):
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         super().__init__(registry)
         self._by_message = {
-            t.__rpc_proto__.DESCRIPTOR.full_name: t  # type: ignore[attr-defined]
+            t.__rpc_proto__.DESCRIPTOR.full_name: t
             for t in self.registry.types.values() if hasattr(t, "__rpc_proto__")
         }
 
@@ -472,14 +472,17 @@ class ProtobufSerializer(Serializer):
 
     def _to_message(self, obj: Any, depth: int) -> Message:
         cls = type(obj)
-        message_class = getattr(cls, "__rpc_proto__", None)
+        message_class: type[Message] | None = getattr(cls, "__rpc_proto__", None)
         if message_class is None or self.registry.types.get(qualified_name(cls)) is not cls:
             raise SerializationError(
                 f"protobuf cannot encode {qualified_name(cls)}: it is not a data type registered "
                 "by the interface (types=...) with a @proto_type message")
         msg = message_class()
         for f in dataclasses.fields(obj):
-            self._set_field(msg, msg.DESCRIPTOR.fields_by_name[f.name], getattr(obj, f.name), depth)
+            # The stubs type DESCRIPTOR as the pure-Python or the upb class; at run time the upb
+            # one passes isinstance(..., Descriptor) too, so one type covers both.
+            fd = cast(Descriptor, msg.DESCRIPTOR).fields_by_name[f.name]
+            self._set_field(msg, fd, getattr(obj, f.name), depth)
         return msg
 
     def _set_field(self, msg: Any, fd: FieldDescriptor, value: Any, depth: int) -> None:
@@ -490,7 +493,8 @@ class ProtobufSerializer(Serializer):
                 raise SerializationError(f"field {fd.full_name} cannot be None")
             if _is_map(fd):
                 target = getattr(msg, fd.name)
-                value_fd = fd.message_type.fields_by_name["value"]
+                # A map field has a message type (its entry): never None here.
+                value_fd = cast(Descriptor, fd.message_type).fields_by_name["value"]
                 for key, item in value.items():
                     if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
                         target[key].CopyFrom(self._to_message(item, depth + 1))
@@ -526,7 +530,7 @@ class ProtobufSerializer(Serializer):
     def _from_message(self, cls: type, msg: Any, depth: int) -> Any:
         if depth > 64:
             raise SerializationError("protobuf: value nested more than 64 levels deep")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             fd = msg.DESCRIPTOR.fields_by_name[f.name]
             value = getattr(msg, f.name)
@@ -560,8 +564,9 @@ class ProtobufSerializer(Serializer):
 
 
 def _is_map(fd: FieldDescriptor) -> bool:
+    # A field of TYPE_MESSAGE always has its message_type set: never None after the first test.
     return (fd.type == FieldDescriptor.TYPE_MESSAGE and fd.is_repeated
-            and fd.message_type.GetOptions().map_entry)
+            and cast(Descriptor, fd.message_type).GetOptions().map_entry)
 
 
 #: Every serializer of v2.0, by id.

@@ -132,14 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return asyncio.run(demo())
     if args.command == "server":
-        config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
-                              min_ping_interval=args.min_ping_interval,
-                              shutdown_grace=args.shutdown_grace)
-        asyncio.run(serve_until_signalled(new_server(config)))
+        server_config = ServerConfig(host=args.host, port=args.port,
+                                     idle_timeout=args.idle_timeout,
+                                     min_ping_interval=args.min_ping_interval,
+                                     shutdown_grace=args.shutdown_grace)
+        asyncio.run(serve_until_signalled(new_server(server_config)))
         return 0
     if args.command == "client":
-        config = ClientConfig(serializer=args.serializer, timeout=args.timeout,
-                              heartbeat_interval=args.heartbeat_interval)
-        with Client(args.host, args.port, config) as client:
+        client_config = ClientConfig(serializer=args.serializer, timeout=args.timeout,
+                                     heartbeat_interval=args.heartbeat_interval)
+        with Client(args.host, args.port, client_config) as client:
             return run_client(client, args.calls)
     return asyncio.run(bench(args.calls, args.runs, args.serializer, args.json))

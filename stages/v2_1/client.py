@@ -32,7 +32,7 @@ import heapq
 import logging
 import random
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stages.v2_0 import client as v2_0
 from stages.v2_0.api import MethodSpec
@@ -48,6 +48,9 @@ from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm  # not type[T]: see stages.v2_0.client
 
 __all__ = ["Client", "ClientConnection", "rpc_timeout"]
 
@@ -272,7 +275,7 @@ class Client(v2_0.Client):
 
     # -- proxies: v2.0's, with a per-proxy and a per-call timeout --------------------------------
 
-    def proxy(self, interface: type[T], *, serializer: str | None = None,
+    def proxy(self, interface: TypeForm[T], *, serializer: str | None = None,
               timeout: float | None = None) -> T:
         """A blocking proxy (see v2.0); ``timeout`` overrides ``config.timeout`` for its calls."""
         spec, ser = self._prepare(interface, serializer)
@@ -282,7 +285,7 @@ class Client(v2_0.Client):
             deadline = _call_timeout.get() or timeout
             return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
 
-        return v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target())
+        return cast(T, v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target()))
 
     def async_proxy(self, interface: type, *, serializer: str | None = None,
                     timeout: float | None = None) -> Any:

@@ -2,6 +2,9 @@
 
     python -m stages.v2_0.protos.generate          # rewrite the generated modules
     python -m stages.v2_0.protos.generate --check  # exit 1 if a committed module is stale
+
+Each module comes with the ``*_pb2.pyi`` stub protoc writes beside it: the ``.py`` builds its
+message classes at import time, so without the stub a type checker cannot see them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PROTOS = ["stages/v2_0/protos/rpc_envelope.proto", "stages/v2_0/user_stub/user.proto"]
+SUFFIXES = ["_pb2.py", "_pb2.pyi"]  # the module and its type stub, both committed
 
 
 def generate(out_dir: pathlib.Path) -> None:
@@ -23,7 +27,7 @@ def generate(out_dir: pathlib.Path) -> None:
 
     include = pathlib.Path(protoc.__file__).parent / "_proto"
     args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
-            *(str(ROOT / p) for p in PROTOS)]
+            f"--pyi_out={out_dir}", *(str(ROOT / p) for p in PROTOS)]
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed: {' '.join(args)}")
 
@@ -35,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate(pathlib.Path(tmp))
         stale = []
-        for proto in PROTOS:
-            name = proto.removesuffix(".proto") + "_pb2.py"
+        for name in (proto.removesuffix(".proto") + s for proto in PROTOS for s in SUFFIXES):
             fresh, committed = pathlib.Path(tmp) / name, ROOT / name
             if args.check:
                 if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
