@@ -36,8 +36,9 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from stages.harness.peers.echo_peer import EchoPeerClient, EchoServer
@@ -49,6 +50,7 @@ __all__ = [
     "GrpcPeerClient",
     "GrpcPeerServer",
     "parse_server_command",
+    "run_server_command",
     "stop_signal",
 ]
 
@@ -127,3 +129,32 @@ def stop_signal() -> Iterator[asyncio.Event]:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+class _Bound(Protocol):
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+
+def run_server_command(prog: str, description: str,
+                       make_server: Callable[[str, int], AbstractAsyncContextManager[_Bound]],
+                       argv: Sequence[str] | None = None) -> int:
+    """A peer's whole command line: parse ``server [--host] [--port]``, serve until SIGINT or
+    SIGTERM, printing ``listening on HOST:PORT`` once bound; returns the exit code.
+
+    Args:
+        make_server: ``(host, port) ->`` an async context manager that serves while entered and
+            whose value has an ``address``.
+    """
+    args = parse_server_command(prog, description, argv)
+
+    async def serve() -> None:
+        with stop_signal() as stop:
+            async with make_server(args.host, args.port) as server:
+                host, port = server.address
+                print(f"listening on {host}:{port}", flush=True)
+                await stop.wait()
+                print("shutting down", flush=True)
+
+    asyncio.run(serve())
+    return 0

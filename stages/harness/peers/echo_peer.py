@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Final
 
-from stages.harness.peers import parse_server_command, stop_signal
+from stages.harness.peers import run_server_command
 
 __all__ = [
     "EchoPeerClient",
@@ -443,22 +443,10 @@ class EchoPeerClient:
         await self.aclose()
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, printing ``listening on HOST:PORT`` once bound."""
-    with stop_signal() as stop:
-        async with EchoServer(host, port) as server:
-            bound_host, bound_port = server.address
-            print(f"listening on {bound_host}:{bound_port}", flush=True)
-            await stop.wait()
-            print("shutting down", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.echo_peer server [--host H] [--port P]``; exit code."""
-    args = parse_server_command("python -m stages.harness.peers.echo_peer",
-                                "bare asyncio length-prefixed echo (the benchmark ceiling)", argv)
-    asyncio.run(serve(args.host, args.port))
-    return 0
+    return run_server_command("python -m stages.harness.peers.echo_peer",
+                              "bare asyncio length-prefixed echo (the benchmark ceiling)", EchoServer, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import grpc
 import grpc.aio
 
 from stages.harness.peers import bench_echo_pb2_grpc
-from stages.harness.peers import parse_server_command, stop_signal
+from stages.harness.peers import run_server_command
 from stages.harness.peers.bench_echo_pb2 import Blob, GetUserRequest, User
 
 __all__ = [
@@ -256,22 +256,10 @@ class GrpcPeerClient:
         await self.aclose()
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, printing ``listening on HOST:PORT`` once bound."""
-    with stop_signal() as stop:
-        async with GrpcPeerServer(host, port) as server:
-            bound_host, bound_port = server.address
-            print(f"listening on {bound_host}:{bound_port}", flush=True)
-            await stop.wait()
-            print("shutting down", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.grpc_peer server [--host H] [--port P]``; exit code."""
-    args = parse_server_command("python -m stages.harness.peers.grpc_peer",
-                                "the Bench service over grpc.aio (the industrial baseline)", argv)
-    asyncio.run(serve(args.host, args.port))
-    return 0
+    return run_server_command("python -m stages.harness.peers.grpc_peer",
+                              "the Bench service over grpc.aio (the industrial baseline)", GrpcPeerServer, argv)
 
 
 if __name__ == "__main__":
