@@ -36,7 +36,7 @@ import datetime
 import decimal
 import io
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
@@ -234,10 +234,23 @@ class AllowListUnpickler(pickle.Unpickler):
     before it is imported.
     """
 
+    _allowed: Mapping[tuple[str, str], Any] = {}
+
     def __init__(self, data: bytes, registry: TypeRegistry | None = None, *,
                  allowed: Mapping[tuple[str, str], Any] | None = None) -> None:
         super().__init__(io.BytesIO(data))
         self._allowed = allowed if allowed is not None else allowed_globals(registry)
+
+    @classmethod
+    def bound_to(cls, allowed: Mapping[tuple[str, str], Any]) -> Callable[[io.BytesIO], Any]:
+        """A subclass with ``allowed`` built in, constructed as ``Sub(io.BytesIO(data))``.
+
+        The serializer unpickles on every call; a subclass that keeps the allow-list as a class
+        attribute and the C ``__init__`` of :class:`pickle.Unpickler` skips a Python-level
+        ``__init__`` per call.
+        """
+        return type(cls.__name__, (cls,), {"_allowed": allowed,
+                                           "__init__": pickle.Unpickler.__init__})
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._allowed.get((module, name))
@@ -272,7 +285,7 @@ class PickleSerializer(Serializer):
 
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         super().__init__(registry)
-        self._allowed = allowed_globals(self.registry)
+        self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
 
     def encode_invocation(self, invocation: Invocation) -> bytes:
         return self._dumps((invocation.address, invocation.method, tuple(invocation.args),
@@ -318,7 +331,7 @@ class PickleSerializer(Serializer):
 
     def _loads(self, data: bytes) -> Any:
         try:
-            return AllowListUnpickler(data, allowed=self._allowed).load()
+            return self._unpickler(io.BytesIO(data)).load()
         except pickle.UnpicklingError as exc:
             raise SerializationError(f"pickle: {exc}") from None
         except Exception as exc:  # truncated or malformed: EOFError, ValueError, KeyError...
