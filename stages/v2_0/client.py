@@ -80,15 +80,15 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="rpc-client-loop", daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self._run, name="rpc-client-loop", daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("a blocking proxy cannot be called from the client's own event "
                                "loop: use async_proxy() there")
@@ -97,7 +97,7 @@ class _LoopThread:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
+        self.thread.join()
         self.loop.close()
 
 

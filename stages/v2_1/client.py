@@ -26,16 +26,19 @@ replaced.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import heapq
 import logging
 import random
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stages.v2_0 import client as v2_0
 from stages.v2_0.api import MethodSpec
+from stages.v2_0.serializers import Invocation
 from stages.v2_0.errors import (
     ConfigError,
     ConnectionClosedError,
@@ -283,9 +286,38 @@ class Client(v2_0.Client):
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             # The per-call timeout is read here, in the caller's thread and context.
             deadline = _call_timeout.get() or timeout
-            return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
+            loop_thread = self._loop()
+            if self.connection is None or threading.current_thread() is loop_thread.thread:
+                # No connection yet (or a misuse that run() reports): the general path.
+                return loop_thread.run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
+            # The fast path, once connected: encode here, in the caller's thread, hand the loop
+            # thread one callback that sends the frame, and decode the answer here again. No
+            # coroutine or task is made for the call; the hand-over between the two threads is
+            # what a blocking call costs over an async one, so it is kept to the minimum.
+            body = ser.encode_invocation(Invocation(spec.address, method.name, args, kwargs))
+            request = Frame(FrameType.REQUEST, self.next_request_id(), body, ser.serializer_id)
+            done: concurrent.futures.Future[Frame] = concurrent.futures.Future()
+            loop_thread.loop.call_soon_threadsafe(self._send_for_thread, request, deadline, done)
+            return self.read_outcome(done.result(), ser)
 
         return cast(T, v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target()))
+
+    def _send_for_thread(self, request: Frame, timeout: float | None,
+                         done: concurrent.futures.Future[Frame]) -> None:
+        """On the loop thread: send ``request`` for a blocking caller, who waits on ``done``."""
+        conn = self.connection
+        if conn is None or not conn.usable:  # closed since the caller looked: reconnect first
+            task = asyncio.ensure_future(self.exchange(request, timeout))
+            task.add_done_callback(lambda t: _chain(t, done))
+            return
+        try:
+            data = conn.codec.encode(request)
+        except Exception as exc:  # a frame too large for this side: the caller's error
+            done.set_exception(exc)
+            return
+        future = conn.send(request.request_id, data,
+                           self.config.timeout if timeout is None else timeout)
+        future.add_done_callback(lambda f: _chain(f, done))
 
     def async_proxy(self, interface: type, *, serializer: str | None = None,
                     timeout: float | None = None) -> Any:
@@ -383,3 +415,13 @@ class Client(v2_0.Client):
         if loop_thread is not None:
             loop_thread.run(self.aclose())
         super().close()
+
+
+def _chain(source: asyncio.Future[Frame], target: concurrent.futures.Future[Frame]) -> None:
+    """Copy the outcome of an asyncio future to a thread's future."""
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
