@@ -318,3 +318,26 @@ def test_connection_refused_then_backoff_grows_with_jitter() -> None:
         assert all(w <= 0.25 for w in waits)
 
     run(scenario)
+
+
+def test_blocking_proxy_falls_back_to_reconnecting_when_its_connection_is_gone() -> None:
+    from stages.harness.ports import free_port
+    from stages.harness.process import ServerProcess
+
+    port = free_port()
+    with Client("127.0.0.1", port, ClientConfig(backoff_initial=0.01)) as client:
+        users = client.proxy(UserApi)
+        with ServerProcess("stages.v2_1", ["--port", str(port)]):
+            assert users.get_user(1).id == 1
+            first = client.connection
+        with pytest.raises((ConnectionClosedError, TransportError)):
+            users.get_user(2)  # the server is gone: the call fails, it does not hang
+        with ServerProcess("stages.v2_1", ["--port", str(port)]):
+            deadline = time.monotonic() + 10
+            while True:  # the client backs off between attempts; retry until it connects
+                try:
+                    assert users.get_user(3).id == 3
+                    break
+                except TransportError:
+                    assert time.monotonic() < deadline
+            assert client.connection is not first and client.connects == 2
