@@ -171,10 +171,14 @@ class Client(v1_0.Client):
                 :func:`rebuild_exception`.
             TransportError, RpcTimeoutError: as in v1.0.
         """
-        body = serializer.encode_invocation(Invocation(spec.address, method, args, kwargs))
-        request = Frame(FrameType.REQUEST, self.next_request_id(), body,
-                        codec=serializer.serializer_id)
+        request = self.request_frame(spec, method, args, kwargs, serializer)
         return self.read_outcome(await self.exchange(request, timeout), serializer)
+
+    def request_frame(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any], serializer: Serializer) -> Frame:
+        """The REQUEST frame of one call (raises SerializationError before anything is sent)."""
+        body = serializer.encode_invocation(Invocation(spec.address, method, args, kwargs))
+        return Frame(FrameType.REQUEST, self.next_request_id(), body, serializer.serializer_id)
 
     @staticmethod
     def read_outcome(frame: Frame, serializer: Serializer) -> Any:

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stages.v2_0 import client as v2_0
 from stages.v2_0.api import MethodSpec
-from stages.v2_0.serializers import Invocation
 from stages.v2_0.errors import (
     ConfigError,
     ConnectionClosedError,
@@ -119,6 +118,14 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         return self.transport is not None and self.goaway is None and not self.transport.is_closing()
 
     # -- sending ---------------------------------------------------------------------------------
+
+    def request(self, frame: Frame, timeout: float) -> asyncio.Future[Frame]:
+        """Encode and send a REQUEST frame (see :meth:`send`).
+
+        Raises:
+            LocalProtocolError: the frame is larger than this side sends (nothing is sent).
+        """
+        return self.send(frame.request_id, self.codec.encode(frame), timeout)
 
     def send(self, request_id: int, data: bytes, timeout: float) -> asyncio.Future[Frame]:
         """Send an encoded request; the returned future gets its RESPONSE frame, or
@@ -294,8 +301,7 @@ class Client(v2_0.Client):
             # thread one callback that sends the frame, and decode the answer here again. No
             # coroutine or task is made for the call; the hand-over between the two threads is
             # what a blocking call costs over an async one, so it is kept to the minimum.
-            body = ser.encode_invocation(Invocation(spec.address, method.name, args, kwargs))
-            request = Frame(FrameType.REQUEST, self.next_request_id(), body, ser.serializer_id)
+            request = self.request_frame(spec, method.name, args, kwargs, ser)
             done: concurrent.futures.Future[Frame] = concurrent.futures.Future()
             loop_thread.loop.call_soon_threadsafe(self._send_for_thread, request, deadline, done)
             return self.read_outcome(done.result(), ser)
@@ -311,12 +317,10 @@ class Client(v2_0.Client):
             task.add_done_callback(lambda t: _chain(t, done))
             return
         try:
-            data = conn.codec.encode(request)
+            future = conn.request(request, self._timeout(timeout))
         except Exception as exc:  # a frame too large for this side: the caller's error
             done.set_exception(exc)
             return
-        future = conn.send(request.request_id, data,
-                           self.config.timeout if timeout is None else timeout)
         future.add_done_callback(lambda f: _chain(f, done))
 
     def async_proxy(self, interface: type, *, serializer: str | None = None,
@@ -328,6 +332,9 @@ class Client(v2_0.Client):
             return self.invoke(spec, method.name, args, kwargs, ser, _call_timeout.get() or timeout)
 
         return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.config.timeout if timeout is None else timeout
 
     def _target(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
@@ -345,8 +352,7 @@ class Client(v2_0.Client):
         conn = self.connection
         if conn is None or not conn.usable:
             conn = await self._reconnect()
-        timeout = self.config.timeout if timeout is None else timeout
-        return await conn.send(request.request_id, conn.codec.encode(request), timeout)
+        return await conn.request(request, self._timeout(timeout))
 
     # -- connecting ------------------------------------------------------------------------------
 
