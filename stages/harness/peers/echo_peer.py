@@ -446,7 +446,8 @@ class EchoPeerClient:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.echo_peer server [--host H] [--port P]``; exit code."""
     return run_server_command("python -m stages.harness.peers.echo_peer",
-                              "bare asyncio length-prefixed echo (the benchmark ceiling)", EchoServer, argv)
+                              "bare asyncio length-prefixed echo (the benchmark ceiling)",
+                              EchoServer, argv)
 
 
 if __name__ == "__main__":

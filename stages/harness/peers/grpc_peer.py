@@ -259,7 +259,8 @@ class GrpcPeerClient:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.grpc_peer server [--host H] [--port P]``; exit code."""
     return run_server_command("python -m stages.harness.peers.grpc_peer",
-                              "the Bench service over grpc.aio (the industrial baseline)", GrpcPeerServer, argv)
+                              "the Bench service over grpc.aio (the industrial baseline)",
+                              GrpcPeerServer, argv)
 
 
 if __name__ == "__main__":
