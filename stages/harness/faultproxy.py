@@ -53,8 +53,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar, get_args
+
+from stages.harness.lifecycle import AsyncService, Service
 
 __all__ = [
     "PACING_INTERVAL",
@@ -462,7 +463,7 @@ async def _close_writers(writers: list[asyncio.StreamWriter], *, rst: bool) -> N
 # --------------------------------------------------------------------------------------------
 
 
-class FaultProxy:
+class FaultProxy(AsyncService):
     """An asyncio TCP proxy from :attr:`address` to ``upstream`` that injects faults on command.
 
     Usage::
@@ -543,18 +544,6 @@ class FaultProxy:
         if server is not None:
             # Since 3.12 this waits for the accepted connections, which are all closed now.
             await server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -803,7 +792,7 @@ class FaultProxy:
 # --------------------------------------------------------------------------------------------
 
 
-class FaultProxyThread:
+class FaultProxyThread(Service):
     """A :class:`FaultProxy` on its own event loop in a daemon thread, driven by blocking calls.
 
     For code that is not async: tests with plain ``socket`` clients, notebooks. Every method
@@ -897,17 +886,6 @@ class FaultProxyThread:
         error, self._error = self._error, None
         if error is not None:
             raise error
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         # asyncio.run gives the thread's loop a full, clean shutdown (tasks, async

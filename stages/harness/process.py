@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from types import TracebackType
+
+from stages.harness.lifecycle import Service
 
 __all__ = ["ServerProcess", "READY_LINE", "cpu_seconds"]
 
@@ -42,7 +43,7 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class ServerProcess:
+class ServerProcess(Service):
     """``python -m <module> server --port 0 <args>`` as a child process.
 
     Usage::
@@ -151,14 +152,3 @@ class ServerProcess:
             self.output.append(proc.stdout.read())
             proc.stdout.close()
         return proc.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
+
+from stages.harness.lifecycle import Service
 
 __all__ = ["BackgroundServer", "AsyncServer"]
 
@@ -30,7 +31,7 @@ class AsyncServer(Protocol):
 S = TypeVar("S", bound=AsyncServer)
 
 
-class BackgroundServer(Generic[S]):
+class BackgroundServer(Generic[S], Service):
     """A server built and run on a private event loop in a daemon thread.
 
     Usage::
@@ -88,10 +89,3 @@ class BackgroundServer(Generic[S]):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(self._timeout)
         self.loop.close()
-
-    def __enter__(self) -> BackgroundServer[S]:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -50,6 +50,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
+from stages.harness.lifecycle import Service
 from stages.harness.ports import free_port, free_ports
 
 __all__ = [
@@ -767,7 +768,7 @@ class EnsembleMember(LocalZooKeeper):
         (data_dir / "myid").write_text(f"{self._myid}\n")
 
 
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(Service):
     """A ZooKeeper ensemble on loopback: ``size`` servers that elect a leader.
 
     Each member has its own client, quorum and election port, its own id and directory.
@@ -915,18 +916,6 @@ class ZooKeeperEnsemble:
                 raise TimeoutError(f"no quorum within {limit:g} s; member modes: {modes}")
             # The probes above are the condition; between them there is nothing to block on.
             time.sleep(min(_POLL_INTERVAL, remaining))
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @contextmanager
 def resolve_zookeeper(

@@ -41,9 +41,9 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Final
 
+from stages.harness.lifecycle import AsyncClosing, AsyncService
 from stages.harness.peers import run_server_command
 
 __all__ = [
@@ -178,7 +178,7 @@ class EchoServerProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-class EchoServer:
+class EchoServer(AsyncService):
     """The echo server in this process; an async context manager.
 
     Args:
@@ -234,18 +234,6 @@ class EchoServer:
             connection.close()
         await asyncio.gather(*(connection.closed for connection in connections))
         await server.wait_closed()
-
-    async def __aenter__(self) -> EchoServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 class _EchoClientProtocol(asyncio.Protocol):
     """The client's side of the connection: matches answers to waiting calls, oldest first."""
@@ -364,7 +352,7 @@ class _EchoClientProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class EchoPeerClient:
+class EchoPeerClient(AsyncClosing):
     """Client of the echo peer: one TCP connection, any number of calls in flight on it.
 
     Answers are matched to calls first-in first-out, which is correct because the server answers
@@ -430,18 +418,6 @@ class EchoPeerClient:
         if protocol.transport is not None:
             protocol.transport.close()
         await protocol.closed
-
-    async def __aenter__(self) -> EchoPeerClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.echo_peer server [--host H] [--port P]``; exit code."""

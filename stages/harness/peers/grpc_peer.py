@@ -32,12 +32,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Final
 
 import grpc
 import grpc.aio
 
+from stages.harness.lifecycle import AsyncClosing, AsyncService
 from stages.harness.peers import bench_echo_pb2_grpc
 from stages.harness.peers import run_server_command
 from stages.harness.peers.bench_echo_pb2 import Blob, GetUserRequest, User
@@ -103,7 +103,7 @@ class BenchService(bench_echo_pb2_grpc.BenchServicer):
         return request
 
 
-class GrpcPeerServer:
+class GrpcPeerServer(AsyncService):
     """The gRPC peer server in this process; an async context manager.
 
     Args:
@@ -162,19 +162,7 @@ class GrpcPeerServer:
         if server is not None:
             await server.stop(self._grace)
 
-    async def __aenter__(self) -> GrpcPeerServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class GrpcPeerClient:
+class GrpcPeerClient(AsyncClosing):
     """Client of the gRPC peer: one channel (one HTTP/2 connection), many calls in flight.
 
     Errors are gRPC's own: a failed call raises ``grpc.aio.AioRpcError`` (``.code()`` tells
@@ -243,18 +231,6 @@ class GrpcPeerClient:
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
-
-    async def __aenter__(self) -> GrpcPeerClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stages.harness.peers.grpc_peer server [--host H] [--port P]``; exit code."""

@@ -1,0 +1,52 @@
+"""The ``with`` and ``async with`` protocol of the harness's start/stop objects, written once.
+
+Every piece of the bench (a ZooKeeper, a server process, a proxy, a peer) starts and stops the
+same way: entering the block starts it, leaving the block stops it, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+__all__ = ["Service", "AsyncService", "AsyncClosing"]
+
+
+class Service:
+    """``with obj:`` runs ``obj.start()`` on entry and ``obj.stop()`` on exit."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class AsyncClosing:
+    """``async with obj:`` runs ``await obj.aclose()`` on exit (entering does nothing)."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncService(AsyncClosing):
+    """``async with obj:`` runs ``await obj.start()`` on entry and ``await obj.aclose()`` on exit."""
+
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
