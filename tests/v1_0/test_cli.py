@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from stages.harness.process import ServerProcess
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stages.v1_0", *args], capture_output=True,
-                          text=True, timeout=timeout)
+from support import run_stage
 
 
 def test_demo_calls_and_exits_zero() -> None:
-    done = run_cli("demo")
+    done = run_stage("v1_0", "demo")
     assert done.returncode == 0, done.stderr
     assert "userService:getUser?id=123456 -> {'id': '123456'" in done.stdout
     assert "[NOT_FOUND] unknown method 'getAddress'" in done.stdout
@@ -23,7 +17,7 @@ def test_demo_calls_and_exits_zero() -> None:
 
 def test_server_and_client_processes() -> None:
     with ServerProcess("stages.v1_0") as server:
-        done = run_cli("client", "--host", server.host, "--port", str(server.port), "--calls", "2")
+        done = run_stage("v1_0", "client", "--host", server.host, "--port", str(server.port), "--calls", "2")
         assert done.returncode == 0, done.stderr
         assert done.stdout.count("'name'") == 2
     assert server.process is not None and server.process.returncode == 0  # clean SIGTERM exit
@@ -33,13 +27,13 @@ def test_server_and_client_processes() -> None:
 def test_client_fails_with_non_zero_exit_when_nobody_listens() -> None:
     with ServerProcess("stages.v1_0") as server:
         port = server.port
-    done = run_cli("client", "--port", str(port))
+    done = run_stage("v1_0", "client", "--port", str(port))
     assert done.returncode == 1
     assert "refused" in done.stderr
 
 
 def test_bench_reports_json_figures() -> None:
-    done = run_cli("bench", "--calls", "50", "--json")
+    done = run_stage("v1_0", "bench", "--calls", "50", "--json")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert set(figures) == {"v1.0 getUser", "v1.0 echo 16 KiB"}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+
+from support import run, until
 
 from stages.v1_0 import (
     Client,
@@ -27,26 +29,12 @@ from stages.v1_0 import (
 from stages.v1_0.protocol import HEADER, MAGIC, NEED_DATA, PROTOCOL_VERSION
 
 
-def run(test: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await test()
-
-    asyncio.run(bounded())
-
-
 @asynccontextmanager
 async def user_server(**config: object) -> AsyncIterator[Server]:
     server = Server(ServerConfig(**config))  # type: ignore[arg-type]
     server.register("userService", UserService().methods())
     async with server:
         yield server
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def raw_exchange(address: tuple[str, int], payload: bytes) -> list[Frame]:
@@ -137,7 +125,7 @@ def test_unreadable_frames_get_an_error_then_the_connection_closes(
             assert frame.status == status
             assert message in frame.body.decode()
             await assert_still_serves(server)
-            await wait_for(lambda: server.connection_count == 0)
+            await until(lambda: server.connection_count == 0)
 
     run(scenario)
 
@@ -180,7 +168,7 @@ def test_half_a_frame_then_disconnect_leaves_nothing_behind() -> None:
                 writer.close()
                 await writer.wait_closed()
             await assert_still_serves(server)
-            await wait_for(lambda: server.connection_count == 0)
+            await until(lambda: server.connection_count == 0)
 
     run(scenario)
 
@@ -214,7 +202,7 @@ def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
             await writer.wait_closed()
-            await wait_for(lambda: server.connection_count == 0)
+            await until(lambda: server.connection_count == 0)
 
     run(scenario)
 
@@ -256,7 +244,7 @@ def test_aclose_closes_open_connections() -> None:
     async def scenario() -> None:
         async with user_server() as server:
             reader, writer = await asyncio.open_connection(*server.address)
-            await wait_for(lambda: server.connection_count == 1)
+            await until(lambda: server.connection_count == 1)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         await writer.wait_closed()

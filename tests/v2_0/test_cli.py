@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from stages.harness.process import ServerProcess
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stages.v2_0", *args], capture_output=True,
-                          text=True, timeout=120)
+from support import run_stage
 
 
 def test_demo_runs_provider_and_consumer_for_both_serializers() -> None:
-    done = run_cli("demo")
+    done = run_stage("v2_0", "demo")
     assert done.returncode == 0, done.stderr
     for ser in ("pickle", "protobuf"):
         assert f"[{ser}] user_api.get_user(123456) -> User(id=123456" in done.stdout
@@ -26,13 +20,13 @@ def test_demo_runs_provider_and_consumer_for_both_serializers() -> None:
 def test_server_and_client_processes() -> None:
     with ServerProcess("stages.v2_0") as server:
         for ser in ("pickle", "protobuf"):
-            done = run_cli("client", "--port", str(server.port), "--calls", "2", "--serializer", ser)
+            done = run_stage("v2_0", "client", "--port", str(server.port), "--calls", "2", "--serializer", ser)
             assert done.returncode == 0, done.stderr
             assert done.stdout.count("User(id=") == 2
 
 
 def test_bench_json() -> None:
-    done = run_cli("bench", "--calls", "30", "--json", "--serializer", "protobuf")
+    done = run_stage("v2_0", "bench", "--calls", "30", "--json", "--serializer", "protobuf")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert set(figures) == {"v2.0 protobuf get_user", "v2.0 protobuf echo 16 KiB"}

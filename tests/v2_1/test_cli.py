@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from stages.harness.process import ServerProcess
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stages.v2_1", *args], capture_output=True,
-                          text=True, timeout=timeout)
+from support import run_stage
 
 
 def test_demo_shows_multiplexing_deadlines_heartbeat_and_shutdown() -> None:
-    done = run_cli("demo")
+    done = run_stage("v2_1", "demo")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "1000 calls in flight at once: all answered, 1 connection opened" in out
@@ -26,7 +20,7 @@ def test_demo_shows_multiplexing_deadlines_heartbeat_and_shutdown() -> None:
 
 def test_server_and_client_processes_with_heartbeat_options() -> None:
     with ServerProcess("stages.v2_1", ["--idle-timeout", "3", "--min-ping-interval", "0.1"]) as server:
-        done = run_cli("client", "--port", str(server.port), "--calls", "3",
+        done = run_stage("v2_1", "client", "--port", str(server.port), "--calls", "3",
                        "--heartbeat-interval", "0.5", "--serializer", "protobuf")
         assert done.returncode == 0, done.stderr
         assert done.stdout.count("User(id=") == 3
@@ -34,7 +28,7 @@ def test_server_and_client_processes_with_heartbeat_options() -> None:
 
 
 def test_bench_compares_with_grpc_and_the_bare_echo() -> None:
-    done = run_cli("bench", "--calls", "100", "--runs", "1", "--json")
+    done = run_stage("v2_1", "bench", "--calls", "100", "--runs", "1", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     ratios = report["median_ratios"]

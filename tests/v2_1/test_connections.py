@@ -6,11 +6,13 @@ import abc
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+
+from support import run, until
 
 from stages.v1_0.protocol import HEADER, MAGIC
 from stages.v2_0.user_stub import InventoryApi, User, UserApi
@@ -32,19 +34,6 @@ from stages.v2_1 import (
 )
 from stages.v2_1.cli import new_server
 from stages.v2_1.timer_stub import TimerApi
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await test()
-    asyncio.run(bounded())
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 @asynccontextmanager

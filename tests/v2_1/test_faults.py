@@ -14,13 +14,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support import run, until, wait_until
 
 from stages.harness.faultproxy import FaultProxyThread
 from stages.harness.ports import free_port
@@ -49,36 +51,6 @@ MARGIN = 0.7
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``predicate`` until true; return the seconds it took. Fails after ``timeout``."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.005)
-    return time.monotonic() - start
-
-
-async def await_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """:func:`wait_until` for coroutines: polls without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.005)
-
-
-def run(scenario: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
-    """Run an async scenario on a fresh loop, bounded in time."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await scenario()
-
-    asyncio.run(bounded())
 
 
 def process_state(pid: int) -> str:
@@ -150,7 +122,7 @@ def test_paused_server_fails_pending_calls_within_idle_timeout_then_recovers() -
                 start = time.monotonic()
                 calls = [asyncio.ensure_future(timer.sleep(0)) for _ in range(3)]
                 calls.append(asyncio.ensure_future(users.get_user(2)))
-                await await_until(lambda: process_state(proc.pid) == "T", 2.0,
+                await until(lambda: process_state(proc.pid) == "T", 2.0,
                                   "the server process is stopped")
                 results = await asyncio.gather(*calls, return_exceptions=True)
                 failed_at = time.monotonic()
@@ -161,7 +133,7 @@ def test_paused_server_fails_pending_calls_within_idle_timeout_then_recovers() -
                 assert conn.transport is None and not conn.usable
 
                 proc.resume()
-                await await_until(lambda: process_state(proc.pid) != "T", 2.0,
+                await until(lambda: process_state(proc.pid) != "T", 2.0,
                                   "the server process runs again")
                 assert (await users.get_user(3)).id == 3
                 assert await timer.sleep(0) > 0
@@ -203,7 +175,7 @@ def test_killed_server_fails_pending_calls_at_once_then_reconnects_to_its_succes
                 assert conn is not None
 
                 sleeps = [asyncio.ensure_future(timer.sleep(5)) for _ in range(3)]
-                await await_until(lambda: len(conn.pending) == 3, 2.0, "three calls sent")
+                await until(lambda: len(conn.pending) == 3, 2.0, "three calls sent")
                 # Frames of one connection are read in order: once this answer is back, the
                 # server has read the three sleeps and is running them.
                 assert (await users.get_user(2)).id == 2
