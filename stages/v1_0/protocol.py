@@ -126,25 +126,13 @@ def encode_frame(
     version: int = PROTOCOL_VERSION,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> bytes:
-    """Encode one frame: header, then body.
+    """Encode one frame: header, then body (see :meth:`FrameCodec.encode`).
 
     Raises:
         LocalProtocolError: the body is larger than ``max_frame_size``, or a header field is
             out of range. These are our own bugs, caught before anything is sent.
     """
-    size = len(frame.body)
-    if size > max_frame_size:
-        raise LocalProtocolError(
-            f"frame body of {size} bytes exceeds the limit of {max_frame_size} bytes",
-            Status.TOO_LARGE,
-        )
-    try:
-        header = HEADER.pack(
-            MAGIC, version, frame.type, frame.codec, frame.status, 0, frame.request_id, size
-        )
-    except struct.error as exc:
-        raise LocalProtocolError(f"cannot encode frame header: {exc}") from exc
-    return header + frame.body
+    return FrameCodec(max_frame_size=max_frame_size, version=version).encode(frame)
 
 
 class FrameCodec:
@@ -174,7 +162,11 @@ class FrameCodec:
             raise ValueError(f"max_frame_size must be >= 0, got {max_frame_size}")
         self.max_frame_size = max_frame_size
         self.version = version
-        self._buffer = bytearray()
+        # What was received and not yet returned starts at _pos. Usually a read holds whole
+        # frames and nothing is left over: then _buffer is the bytes object that was fed,
+        # uncopied, and each body is sliced out of it once. Only when a frame straddles two
+        # reads do the bytes move into a bytearray that collects the rest.
+        self._buffer: bytes | bytearray = b""
         self._pos = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -192,7 +184,16 @@ class FrameCodec:
         """
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
-        self._buffer += data
+        buf = self._buffer
+        if self._pos == len(buf):  # nothing left over: keep the bytes as they are
+            self._buffer = bytes(data)
+            self._pos = 0
+        elif isinstance(buf, bytearray):
+            buf += data
+        else:  # a frame straddles two reads: collect it in a bytearray
+            self._buffer = bytearray(memoryview(buf)[self._pos:])
+            self._buffer += data
+            self._pos = 0
 
     def feed_eof(self) -> None:
         """Tell the codec the peer closed its side; later :meth:`next_frame` calls report any
@@ -230,18 +231,24 @@ class FrameCodec:
             )
         if size > self.max_frame_size:
             return self._fail(FrameTooLargeError(size, self.max_frame_size, request_id))
-        end = pos + HEADER_SIZE + size
+        start = pos + HEADER_SIZE
+        end = start + size
         if len(buf) < end:
             return self._need_data(available)
-        body = bytes(buf[pos + HEADER_SIZE : end])
-        if end == len(buf):
-            buf.clear()
-            self._pos = 0
-        elif end >= self._COMPACT_AT:
-            del buf[:end]
-            self._pos = 0
-        else:
+        if isinstance(buf, bytes):
+            body = buf[start:end]
             self._pos = end
+        else:
+            with memoryview(buf) as view:  # one copy (slicing a bytearray copies twice)
+                body = view[start:end].tobytes()
+            if end == len(buf):
+                self._buffer = b""
+                self._pos = 0
+            elif end >= self._COMPACT_AT:
+                del buf[:end]
+                self._pos = 0
+            else:
+                self._pos = end
         return Frame(ftype, request_id, body, codec, status)
 
     def frames(self) -> Iterator[Frame]:
@@ -250,9 +257,24 @@ class FrameCodec:
             yield frame
 
     def encode(self, frame: Frame) -> bytes:
-        """Encode a frame in this codec's version, checking its size limit (see
-        :func:`encode_frame`)."""
-        return encode_frame(frame, version=self.version, max_frame_size=self.max_frame_size)
+        """Encode one frame in this codec's version: header, then body.
+
+        Raises:
+            LocalProtocolError: the body is larger than ``max_frame_size``, or a header field
+                is out of range. These are our own bugs, caught before anything is sent.
+        """
+        ftype, request_id, body, codec, status = frame
+        size = len(body)
+        if size > self.max_frame_size:
+            raise LocalProtocolError(
+                f"frame body of {size} bytes exceeds the limit of {self.max_frame_size} bytes",
+                Status.TOO_LARGE,
+            )
+        try:
+            return HEADER.pack(MAGIC, self.version, ftype, codec, status, 0, request_id,
+                               size) + body
+        except struct.error as exc:
+            raise LocalProtocolError(f"cannot encode frame header: {exc}") from exc
 
     def _need_data(self, available: int) -> Literal[NeedData.NEED_DATA]:
         if self._eof and available:

@@ -288,17 +288,18 @@ class PickleSerializer(Serializer):
         self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
 
     def encode_invocation(self, invocation: Invocation) -> bytes:
-        return self._dumps((invocation.address, invocation.method, tuple(invocation.args),
-                            dict(invocation.kwargs)))
+        address, method, args, kwargs = invocation
+        return self._dumps((address, method, args if type(args) is tuple else tuple(args),
+                            kwargs if type(kwargs) is dict else dict(kwargs)))
 
     def decode_invocation(self, data: bytes) -> Invocation:
         loaded = self._loads(data)
-        if not (type(loaded) is tuple and len(loaded) == 4 and type(loaded[0]) is str
-                and type(loaded[1]) is str and type(loaded[2]) is tuple
-                and type(loaded[3]) is dict
-                and (not loaded[3] or all(type(k) is str for k in loaded[3]))):
-            raise SerializationError("pickle: not a request envelope")
-        return Invocation(*loaded)
+        if type(loaded) is tuple and len(loaded) == 4:
+            address, method, args, kwargs = loaded
+            if (type(address) is str and type(method) is str and type(args) is tuple
+                    and type(kwargs) is dict and (not kwargs or all(type(k) is str for k in kwargs))):
+                return Invocation(address, method, args, kwargs)
+        raise SerializationError("pickle: not a request envelope")
 
     def encode_outcome(self, outcome: Outcome) -> bytes:
         if outcome.error is None:
@@ -324,7 +325,7 @@ class PickleSerializer(Serializer):
 
     def _dumps(self, value: object) -> bytes:
         try:
-            return pickle.dumps(value, protocol=self.PROTOCOL)
+            return pickle.dumps(value, self.PROTOCOL)
         except Exception as exc:  # PicklingError, TypeError, AttributeError, RecursionError...
             raise SerializationError(f"pickle cannot encode the value: {type(exc).__name__}: "
                                      f"{exc}") from None

@@ -49,7 +49,15 @@ from stages.v2_0.errors import (
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.writer import BatchedWriter
-from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
+from stages.v2_1.protocol import (
+    NEED_DATA,
+    PING_FRAME,
+    PONG_FRAME,
+    Frame,
+    FrameCodec,
+    FrameType,
+    GoAway,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # not type[T]: see stages.v2_0.client
@@ -58,6 +66,10 @@ __all__ = ["Client", "ClientConnection", "rpc_timeout"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Frame types as plain ints for the read loop (an enum member costs more to read than a global).
+_RESPONSE, _PING, _PONG, _GOAWAY = map(int, (FrameType.RESPONSE, FrameType.PING, FrameType.PONG,
+                                             FrameType.GOAWAY))
 
 _call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "rpc_call_timeout", default=None)
@@ -130,19 +142,24 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
     def send(self, request_id: int, data: bytes, timeout: float) -> asyncio.Future[Frame]:
         """Send an encoded request; the returned future gets its RESPONSE frame, or
         :class:`RpcTimeoutError` after ``timeout`` seconds."""
-        future = self._loop.create_future()
+        loop = self._loop
+        future = loop.create_future()
         pending = self.pending
         pending[request_id] = future
-        # A lone call goes out at once; with others in flight, requests made in the same turn
-        # of the loop leave together (see BatchedWriter).
-        self.write(data, now=len(pending) == 1)
-        deadline = self._loop.time() + timeout
-        heapq.heappush(self._deadlines, (deadline, request_id, timeout))
+        if len(pending) == 1 and self._batch is None and self.transport is not None:
+            self.transport.write(data)  # a lone call goes out at once
+        else:
+            # With others in flight, requests made in the same turn of the loop leave together
+            # (see BatchedWriter).
+            self.write(data)
+        deadline = loop.time() + timeout
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, request_id, timeout))
         timer = self._deadline_timer
         if timer is None or timer.when() > deadline:
             self._arm_deadline(deadline)
-        elif len(self._deadlines) > 2 * len(pending) + 1024:
-            self._deadlines = [entry for entry in self._deadlines if entry[1] in pending]
+        elif len(deadlines) > 2 * len(pending) + 1024:
+            self._deadlines = [entry for entry in deadlines if entry[1] in pending]
             heapq.heapify(self._deadlines)
         return future
 
@@ -183,21 +200,22 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         codec.feed(data)
         pending = self.pending
         try:
-            while isinstance(frame := codec.next_frame(), Frame):
-                if frame.type == FrameType.RESPONSE:
-                    future = pending.pop(frame.request_id, None)
+            while (frame := codec.next_frame()) is not NEED_DATA:
+                ftype = frame[0]
+                if ftype == _RESPONSE:
+                    future = pending.pop(frame[1], None)
                     if future is None or future.done():
                         self.late_answers += 1  # its call timed out already: drop it
                     else:
                         future.set_result(frame)
-                elif frame.type == FrameType.PONG:
+                elif ftype == _PONG:
                     pass
-                elif frame.type == FrameType.PING:
+                elif ftype == _PING:
                     self.write(PONG_FRAME)
-                elif frame.type == FrameType.GOAWAY:
+                elif ftype == _GOAWAY:
                     self._on_goaway(frame)
                 else:
-                    raise RemoteProtocolError(f"unexpected frame type {frame.type} from server")
+                    raise RemoteProtocolError(f"unexpected frame type {ftype} from server")
         except ProtocolError as exc:
             self.abort(ConnectionClosedError(f"protocol error from {self.where}: {exc}"))
 

@@ -41,6 +41,7 @@ from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
+    NEED_DATA,
     PONG_FRAME,
     Frame,
     FrameCodec,
@@ -53,6 +54,11 @@ from stages.v2_1.protocol import (
 __all__ = ["Server", "ServerConnection"]
 
 log = logging.getLogger(__name__)
+
+# The frame types as plain ints: the loop below compares every frame's type, and reading an
+# enum member costs several times more than reading a global.
+_REQUEST, _PING, _PONG = int(FrameType.REQUEST), int(FrameType.PING), int(FrameType.PONG)
+_OK = Status.OK
 
 
 class Server(v2_0.Server):
@@ -139,9 +145,10 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = self._loop.time()
         self._heartbeat.last_read = now  # inlined on_read(): this runs for every read
-        self.codec.feed(data)
+        codec = self.codec
+        codec.feed(data)
         self._process()
-        if self.codec.buffered and not self._reading_paused:
+        if codec.buffered and not self._reading_paused:
             if self._partial_since is None:
                 # A frame has started to arrive: it must be complete within frame_timeout.
                 self._partial_since = now
@@ -183,27 +190,28 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         if transport is None:
             return
         out: list[bytes] = []
-        encode = self.codec.encode
+        codec = self.codec
+        running = self.running
         limit = self.config.max_concurrent_calls
         try:
-            while len(self.running) < limit:
-                frame = self.codec.next_frame()
-                if not isinstance(frame, Frame):
+            while len(running) < limit:
+                frame = codec.next_frame()
+                if frame is NEED_DATA:
                     break
-                ftype = frame.type
-                if ftype == FrameType.REQUEST:
+                ftype = frame[0]
+                if ftype == _REQUEST:
                     answer = self._on_request(frame)
                     if answer is not None:
-                        out.append(encode(answer))
+                        out.append(codec.encode(answer))
                         if len(out) >= self.CHUNK:
                             # Send answers as they are made, a chunk at a time, so the client
                             # starts on them while this side works on the rest of the batch.
                             transport.write(b"".join(out))
                             out.clear()
-                elif ftype == FrameType.PING:
+                elif ftype == _PING:
                     if not self._on_ping(out):
                         return
-                elif ftype != FrameType.PONG:
+                elif ftype != _PONG:
                     raise RemoteProtocolError(f"unexpected frame type {ftype} from a client")
             else:
                 # Too many calls running: stop reading; frames already read wait in the codec.
@@ -218,7 +226,7 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
             self._fail(exc, 0, out)
         finally:
             if out and self.transport is not None:
-                self.transport.write(b"".join(out))
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _on_request(self, frame: Frame) -> Frame | None:
         server = self.server
@@ -240,7 +248,7 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
         if type(value) is CoroutineType:  # an async def method: run it as its own task
             self._start_task(rid, serializer, invocation, value)
             return None
-        return server.respond(rid, serializer, invocation, Status.OK, Outcome(value=value))
+        return server.respond(rid, serializer, invocation, _OK, Outcome(value))
 
     def _start_task(self, rid: int, serializer: Serializer, invocation: Invocation,
                     coro: Coroutine[Any, Any, Any]) -> None:
