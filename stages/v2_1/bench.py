@@ -6,14 +6,22 @@ on one connection with a given number of calls in flight, for two payloads: a ~1
 absolute calls/s depend on the machine, ratios much less.
 
 The blocking proxy is measured one call at a time from a plain thread, as a script would use it.
+
+Where the processes run matters for the one-call-at-a-time figures. Unpinned, the kernel wakes a
+server either on the client's CPU or on the other (idle) one, and which it picks differs from
+process to process and from run to run; on a virtual machine the two can differ by tens of
+microseconds. With ``pin=True`` (``bench --pin``) the client runs on one CPU and every server on
+the others, the same for all three peers, which makes the ratios steadier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +32,8 @@ from stages.harness.process import ServerProcess, cpu_seconds
 from stages.v2_0.user_stub import InventoryApi, UserApi
 from stages.v2_1.client import Client
 
-__all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS"]
+__all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS",
+           "cpu_split", "placement", "ServerStarter"]
 
 LEVELS = (1, 4, 16, 64)
 SMALL_BODY = b"x" * 100
@@ -45,6 +54,46 @@ def measure_blocking(fn: Callable[[], Any], n: int, label: str) -> BenchResult:
                        latencies=tuple(latencies), elapsed=time.perf_counter() - start)
 
 
+ServerStarter = Callable[[str], contextlib.AbstractContextManager[ServerProcess]]
+
+
+def cpu_split() -> tuple[set[int], set[int]] | None:
+    """``(client CPUs, server CPUs)`` for a pinned run: the first usable CPU for the client, the
+    rest for the servers; None when fewer than two CPUs are usable."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return ({cpus[0]}, set(cpus[1:])) if len(cpus) >= 2 else None
+
+
+@contextlib.contextmanager
+def placement(split: tuple[set[int], set[int]] | None) -> Iterator[ServerStarter]:
+    """Run the block with this process on the client CPUs; the returned function starts a
+    server process on the server CPUs (it inherits them, threads and all). Restores the
+    affinity afterwards. With ``split`` None nothing is pinned."""
+    if split is None:
+        yield ServerProcess
+        return
+    client_cpus, server_cpus = split
+    before = os.sched_getaffinity(0)
+
+    @contextlib.contextmanager
+    def start(module: str) -> Iterator[ServerProcess]:
+        os.sched_setaffinity(0, server_cpus)
+        try:
+            proc = ServerProcess(module).start()
+        finally:
+            os.sched_setaffinity(0, client_cpus)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    os.sched_setaffinity(0, client_cpus)
+    try:
+        yield start
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 async def _sweep(call: Callable[[], Awaitable[object]], n: int, label: str,
                  levels: tuple[int, ...]) -> dict[int, BenchResult]:
     out = {}
@@ -56,11 +105,21 @@ async def _sweep(call: Callable[[], Awaitable[object]], n: int, label: str,
     return out
 
 
-async def run_comparison(n: int, levels: tuple[int, ...] = LEVELS,
-                         serializer: str = "pickle") -> dict[str, dict[int, BenchResult]]:
-    """One run of every workload; servers in child processes, clients here."""
+async def run_comparison(n: int, levels: tuple[int, ...] = LEVELS, serializer: str = "pickle",
+                         pin: bool = False) -> dict[str, dict[int, BenchResult]]:
+    """One run of every workload; servers in child processes, clients here.
+
+    Args:
+        pin: client on one CPU, servers on the others (see the module's docstring).
+    """
+    with placement(cpu_split() if pin else None) as server:
+        return await _run_comparison(n, levels, serializer, server)
+
+
+async def _run_comparison(n: int, levels: tuple[int, ...], serializer: str,
+                          server: ServerStarter) -> dict[str, dict[int, BenchResult]]:
     curves: dict[str, dict[int, BenchResult]] = {}
-    with ServerProcess("stages.v2_1") as ours:
+    with server("stages.v2_1") as ours:
         client = Client(ours.host, ours.port)
         users = client.async_proxy(UserApi, serializer=serializer)
         inventory = client.async_proxy(InventoryApi, serializer=serializer)
@@ -74,7 +133,7 @@ async def run_comparison(n: int, levels: tuple[int, ...] = LEVELS,
             result = await asyncio.to_thread(measure_blocking, lambda: blocking.get_user(123456),
                                              n, "v2.1 get_user (blocking proxy)")
             curves["v2.1 get_user (blocking proxy)"] = {1: result}
-    with ServerProcess("stages.harness.peers.grpc_peer") as grpc_server:
+    with server("stages.harness.peers.grpc_peer") as grpc_server:
         grpc_client = GrpcPeerClient()
         await grpc_client.connect(grpc_server.host, grpc_server.port)
         curves["grpc.aio get_user"] = await _sweep(lambda: grpc_client.get_user(123456), n,
@@ -82,7 +141,7 @@ async def run_comparison(n: int, levels: tuple[int, ...] = LEVELS,
         curves["grpc.aio echo 16 KiB"] = await _sweep(lambda: grpc_client.echo(BLOB), n,
                                                       "grpc.aio echo 16 KiB", levels)
         await grpc_client.aclose()
-    with ServerProcess("stages.harness.peers.echo_peer") as echo_server:
+    with server("stages.harness.peers.echo_peer") as echo_server:
         echo = EchoPeerClient()
         await echo.connect(echo_server.host, echo_server.port)
         curves["bare echo 100 B"] = await _sweep(lambda: echo.call(SMALL_BODY), n,
@@ -129,8 +188,8 @@ class CpuShare:
     server_busy: float
 
 
-async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64),
-                          serializer: str = "pickle") -> list[CpuShare]:
+async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64), serializer: str = "pickle",
+                          pin: bool = False) -> list[CpuShare]:
     """Measure the CPU that each side spends per call, and how busy each side is.
 
     If both sides are far from 100 % busy, the calls are waiting (on wake-ups, on the other side)
@@ -138,7 +197,7 @@ async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64),
     100 %, its CPU per call is the limit.
     """
     shares = []
-    with ServerProcess("stages.v2_1") as proc:
+    with placement(cpu_split() if pin else None) as server, server("stages.v2_1") as proc:
         client = Client(proc.host, proc.port)
         users = client.async_proxy(UserApi, serializer=serializer)
         for _ in range(default_warmup(n) or 1):

@@ -81,27 +81,29 @@ async def demo() -> int:
     return 0
 
 
-async def bench(calls: int | None, runs: int | None, serializer: str, as_json: bool) -> int:
+async def bench(calls: int | None, runs: int | None, serializer: str, as_json: bool,
+                pin: bool = False) -> int:
     n = calls or run_length(500, 5000)
     runs = runs or run_length(1, 5)
     all_ratios = []
     curves = {}
     for _ in range(runs):
-        curves = await run_comparison(n, serializer=serializer)
+        curves = await run_comparison(n, serializer=serializer, pin=pin)
         all_ratios.append(ratios(curves))
     summary = median_ratios(all_ratios)
     if as_json:
-        print(json.dumps({"runs": runs, "calls": n, "serializer": serializer,
+        print(json.dumps({"runs": runs, "calls": n, "serializer": serializer, "pinned": pin,
                           "median_ratios": summary,
                           "last_run": {k: [r.summary() for r in v.values()]
                                        for k, v in curves.items()}}, indent=2))
         return 0
     print_bench(curves, as_json=False)
-    print(f"\nratios, median of {runs} run(s) of {n} calls per level ({serializer}):")
+    placement = "client and servers pinned to separate CPUs" if pin else "unpinned"
+    print(f"\nratios, median of {runs} run(s) of {n} calls per level ({serializer}, {placement}):")
     for key, value in summary.items():
         print(f"  {key:<50} {value:6.2f}")
     print("\nwhere the time goes (get_user):")
-    for share in await where_time_goes(n * 4, serializer=serializer):
+    for share in await where_time_goes(n * 4, serializer=serializer, pin=pin):
         print(f"  {share.in_flight:>3} in flight: {share.tps:8.0f} calls/s; CPU per call: client "
               f"{share.client_us_per_call:5.1f} µs, server {share.server_us_per_call:5.1f} µs; "
               f"busy: client {share.client_busy:4.0%}, server {share.server_busy:4.0%}")
@@ -114,6 +116,9 @@ def add_options(command: str, parser: argparse.ArgumentParser) -> None:
     if command == "bench":
         parser.add_argument("--runs", type=int, default=None,
                             help="runs to take the median of (default 1, or 5 with RPC_BENCH=full)")
+        parser.add_argument("--pin", action="store_true",
+                            help="run the client on one CPU and the servers on the others, for "
+                            "steadier one-call-at-a-time ratios")
     if command == "server":
         parser.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout,
                             help="close a client silent this long (seconds)")
@@ -143,4 +148,4 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      heartbeat_interval=args.heartbeat_interval)
         with Client(args.host, args.port, client_config) as client:
             return run_client(client, args.calls)
-    return asyncio.run(bench(args.calls, args.runs, args.serializer, args.json))
+    return asyncio.run(bench(args.calls, args.runs, args.serializer, args.json, args.pin))
