@@ -146,12 +146,9 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         future = loop.create_future()
         pending = self.pending
         pending[request_id] = future
-        if len(pending) == 1 and self._batch is None and self.transport is not None:
-            self.transport.write(data)  # a lone call goes out at once
-        else:
-            # With others in flight, requests made in the same turn of the loop leave together
-            # (see BatchedWriter).
-            self.write(data)
+        # A lone call goes out at once; with others in flight, requests made in the same turn
+        # of the loop leave together (see BatchedWriter).
+        self.write(data, now=len(pending) == 1)
         deadline = loop.time() + timeout
         deadlines = self._deadlines
         heapq.heappush(deadlines, (deadline, request_id, timeout))

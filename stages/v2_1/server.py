@@ -226,7 +226,7 @@ class ServerConnection(BatchedWriter, asyncio.Protocol):
             self._fail(exc, 0, out)
         finally:
             if out and self.transport is not None:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                self.transport.write(b"".join(out))
 
     def _on_request(self, frame: Frame) -> Frame | None:
         server = self.server

@@ -49,4 +49,4 @@ class BatchedWriter:
         """Send everything batched so far."""
         batch, self._batch = self._batch, None
         if batch and self.transport is not None:
-            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self.transport.write(b"".join(batch))  # one frame is passed on as it is, uncopied
