@@ -314,11 +314,13 @@ class PickleSerializer(Serializer):
 
     def decode_outcome(self, data: bytes) -> Outcome:
         loaded = self._loads(data)
-        if isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] is True:
-            return Outcome(value=loaded[1])
-        if (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] is False
-                and isinstance(loaded[1], tuple) and len(loaded[1]) == 4):
-            type_name, message, args, traceback = loaded[1]
+        if type(loaded) is not tuple or len(loaded) != 2:
+            raise SerializationError("pickle: not a response envelope")
+        ok, value = loaded
+        if ok is True:
+            return Outcome(value)
+        if ok is False and type(value) is tuple and len(value) == 4:
+            type_name, message, args, traceback = value
             if isinstance(type_name, str) and isinstance(message, str) and isinstance(args, tuple):
                 return Outcome(error=ErrorInfo(type_name, message, args, str(traceback)))
         raise SerializationError("pickle: not a response envelope")
