@@ -93,7 +93,7 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
     summary = median_ratios(all_ratios)
     if as_json:
         print(json.dumps({"runs": runs, "calls": n, "serializer": serializer, "pinned": pin,
-                          "median_ratios": summary,
+                          "median_ratios": summary, "ratios_per_run": all_ratios,
                           "last_run": {k: [r.summary() for r in v.values()]
                                        for k, v in curves.items()}}, indent=2))
         return 0
@@ -101,7 +101,9 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
     placement = "client and servers pinned to separate CPUs" if pin else "unpinned"
     print(f"\nratios, median of {runs} run(s) of {n} calls per level ({serializer}, {placement}):")
     for key, value in summary.items():
-        print(f"  {key:<50} {value:6.2f}")
+        each = [run[key] for run in all_ratios]
+        spread = f"   (runs: {min(each):.2f} to {max(each):.2f})" if runs > 1 else ""
+        print(f"  {key:<50} {value:6.2f}{spread}")
     print("\nwhere the time goes (get_user):")
     for share in await where_time_goes(n * 4, serializer=serializer, pin=pin):
         print(f"  {share.in_flight:>3} in flight: {share.tps:8.0f} calls/s; CPU per call: client "

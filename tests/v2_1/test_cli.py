@@ -33,6 +33,7 @@ def test_bench_compares_with_grpc_and_the_bare_echo() -> None:
     report = json.loads(done.stdout)
     ratios = report["median_ratios"]
     assert all(value > 0 for value in ratios.values())
+    assert report["ratios_per_run"] == [ratios]  # one run: its ratios are the medians
     rows = report["last_run"]
     assert {"v2.1 get_user", "grpc.aio get_user", "bare echo 100 B"} <= set(rows)
     assert all(r["errors"] == 0 for results in rows.values() for r in results)
