@@ -273,14 +273,14 @@ def allowed_globals(registry: TypeRegistry | None) -> dict[tuple[str, str], Any]
 def record_fields(cls: type) -> tuple[str, ...] | None:
     """The field names of a data class that pickle saves the default way, or None.
 
-    The default way is "this class, then the instance's ``__dict__``": no ``__slots__``, and
-    none of the methods by which a class takes over its own pickling. Only such a class can
-    travel as a record (see :class:`PickleSerializer`) and come back exactly as pickle would
-    have rebuilt it.
+    The default way is "this class, then the instance's ``__dict__``": no ``__slots__``, no
+    ``__new__`` of its own, and none of the methods by which a class takes over its own
+    pickling. Only such a class can travel as a record (see :class:`PickleSerializer`) and come
+    back exactly as pickle would have rebuilt it.
     """
     if not dataclasses.is_dataclass(cls) or any("__slots__" in vars(k) for k in cls.__mro__[:-1]):
         return None
-    for method in ("__reduce__", "__reduce_ex__", "__getstate__", "__setstate__",
+    for method in ("__new__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__",
                    "__getnewargs__", "__getnewargs_ex__"):
         if getattr(cls, method, None) is not getattr(object, method, None):
             return None

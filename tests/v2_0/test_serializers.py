@@ -240,7 +240,14 @@ def test_only_data_classes_pickled_the_default_way_are_records() -> None:
         def __reduce__(self) -> Any:
             return (OwnReduce, (self.a,))
 
+    @dataclass
+    class OwnNew:
+        a: int
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            return super().__new__(cls)
+
     assert record_fields(Plain) == ("a", "b")
     assert record_fields(User) == ("id", "name", "email")
-    for cls in (Slotted, OwnState, OwnReduce, int, tuple):
+    for cls in (Slotted, OwnState, OwnReduce, OwnNew, int, tuple):
         assert record_fields(cls) is None, cls
