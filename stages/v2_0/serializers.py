@@ -298,15 +298,17 @@ class PickleSerializer(Serializer):
     ``(True, value)`` or ``(False, (type, message, args, traceback))`` for an outcome.
 
     **Records.** An answer that is one registered data class, the usual answer of a getter, is
-    sent as a *record*: ``(name, field values)``, for example
-    ``("stages.v2_0.user_stub.types.User", (123456, "Alan Turing", "alan.123456@example.org"))``.
-    Both sides import the stub package, so both know the class's fields and their order. Pickle's
-    own way names the module and the class, has the receiver import them, and writes every field
-    name in every answer; the record is shorter, takes about a third of the time to encode and
-    two thirds to decode, and its name is looked up in the registry: nothing is imported. The
-    instance is rebuilt the way pickle would rebuild it (an empty instance whose ``__dict__`` is
-    filled in, without calling ``__init__``). Anything else, including data classes inside lists
-    or other data classes, is pickled the standard way.
+    sent as a *record*: its class and field names in one string, then its field values, as in
+    ``("stages.v2_0.user_stub.types.User(id,name,email)", (123456, "Alan Turing", "alan@..."))``.
+    Pickle's own way names the module and the class, has the receiver import them, and writes
+    every field name next to its value in every answer. The record is shorter, encodes in less
+    than half the time, decodes a little faster, and its class is looked up in the registry:
+    nothing is imported. The instance is rebuilt the way pickle would rebuild it: an empty
+    instance whose ``__dict__`` gets the fields that were sent, without calling ``__init__``.
+    Naming the fields keeps that true when the two sides' stub packages differ (a field added,
+    renamed or moved): the values land on the names the sender gave them, as with pickle's own
+    way, never on whatever field happens to sit at the same position. Anything else, including
+    data classes inside lists or other data classes, is pickled the standard way.
     """
 
     serializer_id = 2
@@ -318,15 +320,16 @@ class PickleSerializer(Serializer):
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         super().__init__(registry)
         self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
-        # class -> (its name, a function returning its field values, how many there are)
+        # class -> (its record name, a function returning its field values, how many there are)
         self._record_of: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]], int]] = {}
-        # name -> (class, its field names)
+        # record name -> (class, its field names): the records of this side's own stubs
         self._record_named: dict[str, tuple[type, tuple[str, ...]]] = {}
         for name, cls in self.registry.types.items():
             fields = record_fields(cls)
             if fields is not None:
-                self._record_of[cls] = (name, _getter(fields), len(fields))
-                self._record_named[name] = (cls, fields)
+                record_name = f"{name}({','.join(fields)})"
+                self._record_of[cls] = (record_name, _getter(fields), len(fields))
+                self._record_named[record_name] = (cls, fields)
 
     def encode_invocation(self, invocation: Invocation) -> bytes:
         address, method, args, kwargs = invocation
@@ -374,15 +377,26 @@ class PickleSerializer(Serializer):
         raise SerializationError("pickle: not a response envelope")
 
     def _record(self, name: str, values: Any) -> Any:
-        entry = self._record_named.get(name)
-        if entry is None:
-            raise SerializationError(f"pickle: {name!r} is not a registered data class")
-        cls, fields = entry
+        cls, fields = self._record_named.get(name) or self._other_version(name)
         if type(values) is not tuple or len(values) != len(fields):
-            raise SerializationError(f"pickle: a {name} record needs {len(fields)} field values")
+            raise SerializationError(f"pickle: a {name[:200]} record needs {len(fields)} field "
+                                     "values")
         instance: Any = object.__new__(cls)
         instance.__dict__.update(zip(fields, values))
         return instance
+
+    def _other_version(self, name: str) -> tuple[type, tuple[str, ...]]:
+        """A record of a registered class whose fields differ from ours (the sender's stub is
+        another version): its fields are the ones it names."""
+        class_name, _, rest = name.partition("(")
+        cls = self.registry.types.get(class_name)
+        if cls is None or record_fields(cls) is None or not rest.endswith(")"):
+            raise SerializationError(f"pickle: {name[:200]!r} is not a record of a registered "
+                                     "data class")
+        fields = tuple(rest[:-1].split(",")) if rest != ")" else ()
+        if not all(field.isidentifier() for field in fields) or len(set(fields)) != len(fields):
+            raise SerializationError(f"pickle: bad field names in record {name[:200]!r}")
+        return cls, fields
 
     def _dumps(self, value: object) -> bytes:
         try:
