@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import heapq
 import logging
+import math
 import random
 import threading
 from collections.abc import Iterator
@@ -114,6 +115,7 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         # come up, and the heap is rebuilt if it grows much larger than ``pending``.
         self._deadlines: list[tuple[float, int, float]] = []
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._next_expiry = math.inf  # when the deadline timer fires (inf: it is not armed)
         self.transport: asyncio.Transport | None = None
         self.goaway: GoAway | None = None
         self.late_answers = 0
@@ -152,8 +154,7 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         deadline = loop.time() + timeout
         deadlines = self._deadlines
         heapq.heappush(deadlines, (deadline, request_id, timeout))
-        timer = self._deadline_timer
-        if timer is None or timer.when() > deadline:
+        if deadline < self._next_expiry:
             self._arm_deadline(deadline)
         elif len(deadlines) > 2 * len(pending) + 1024:
             self._deadlines = [entry for entry in deadlines if entry[1] in pending]
@@ -164,9 +165,11 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer = self._loop.call_at(when, self._expire_deadlines)
+        self._next_expiry = when
 
     def _expire_deadlines(self) -> None:
         self._deadline_timer = None
+        self._next_expiry = math.inf
         now = self._loop.time()
         deadlines, pending = self._deadlines, self.pending
         while deadlines and deadlines[0][0] <= now:
@@ -221,6 +224,7 @@ class ClientConnection(BatchedWriter, asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._timer = self._deadline_timer = None
+        self._next_expiry = math.inf
         self._deadlines = []
         self.transport = None
         reason = self._close_reason or ConnectionClosedError(
