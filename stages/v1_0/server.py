@@ -150,7 +150,7 @@ class Server:
             self.make_connection, self.config.host, self.config.port
         )
 
-    def make_connection(self) -> asyncio.Protocol:
+    def make_connection(self) -> asyncio.BaseProtocol:
         """Build the protocol object for one accepted connection (overridden by later stages)."""
         return ServerConnection(self)
 

@@ -49,6 +49,7 @@ from stages.v2_0.errors import (
 )
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.reader import OwnBufferReader
 from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
     NEED_DATA,
@@ -95,7 +96,7 @@ def rpc_timeout(seconds: float) -> Iterator[None]:
         _call_timeout.reset(token)
 
 
-class ClientConnection(BatchedWriter, asyncio.Protocol):
+class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol):
     """One long-lived connection to a server, shared by every call to it.
 
     Args:

@@ -39,6 +39,7 @@ from stages.v2_0.errors import ProtocolError, RemoteProtocolError, Status
 from stages.v2_0.serializers import Invocation, Outcome, Serializer
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.reader import OwnBufferReader
 from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
     NEED_DATA,
@@ -112,7 +113,7 @@ class Server(v2_0.Server):
         await server.wait_closed()
 
 
-class ServerConnection(BatchedWriter, asyncio.Protocol):
+class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol):
     """One client's long-lived connection: frames in, calls run, answers out in any order."""
 
     def __init__(self, server: Server) -> None:
