@@ -103,7 +103,7 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
     for key, value in summary.items():
         each = [run[key] for run in all_ratios]
         spread = f"   (runs: {min(each):.2f} to {max(each):.2f})" if runs > 1 else ""
-        print(f"  {key:<50} {value:6.2f}{spread}")
+        print(f"  {key:<58} {value:6.2f}{spread}")
     print("\nwhere the time goes (get_user):")
     for share in await where_time_goes(n * 4, serializer=serializer, pin=pin):
         print(f"  {share.in_flight:>3} in flight: {share.tps:8.0f} calls/s; CPU per call: client "

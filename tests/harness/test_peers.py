@@ -106,6 +106,21 @@ def test_echo_many_calls_in_flight_on_one_connection(echo_server: ServerProcess)
     assert with_client(EchoPeerClient(), echo_server, body) == bodies
 
 
+def test_echo_client_with_buffered_reads(echo_server: ServerProcess) -> None:
+    # The same answers through the client's other read path (recv_into a buffer it keeps),
+    # including a body larger than that buffer and many calls in flight.
+    bodies = [b"", b"x", payload(1, 100), payload(3, 300_000)]
+    in_flight = [payload(i) for i in range(IN_FLIGHT)]
+
+    async def body(client: EchoPeerClient) -> tuple[list[bytes], list[bytes]]:
+        assert isinstance(client._protocol, asyncio.BufferedProtocol)
+        return [await client.call(b) for b in bodies], await asyncio.gather(
+            *(client.call(b) for b in in_flight))
+
+    assert with_client(EchoPeerClient(buffered_reads=True), echo_server, body) == (
+        bodies, in_flight)
+
+
 def test_echo_answers_stay_matched_under_a_closed_loop(echo_server: ServerProcess) -> None:
     # Workers that send as soon as they are answered mix both client paths: a frame written at
     # once (nothing else queued) and frames batched at the end of the iteration.

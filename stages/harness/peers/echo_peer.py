@@ -352,6 +352,22 @@ class _EchoClientProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+class _BufferedEchoClientProtocol(_EchoClientProtocol, asyncio.BufferedProtocol):
+    """The same client, receiving into one buffer it keeps (``recv_into``) instead of a new
+    ``bytes`` object per read: asyncio's plain read asks for 256 KiB each time, which glibc may
+    serve with ``mmap`` and give back with ``munmap``, per read."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._read_buffer = memoryview(bytearray(256 * 1024))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes].tobytes())
+
+
 class EchoPeerClient(AsyncClosing):
     """Client of the echo peer: one TCP connection, any number of calls in flight on it.
 
@@ -365,10 +381,16 @@ class EchoPeerClient(AsyncClosing):
           ``ConnectionAbortedError``; an answer nobody asked for (or an oversized one) fails
           them with ``ConnectionError`` and drops the connection. After any of these the client
           stays unusable (reconnecting is not the job of a benchmark peer).
+
+    Args:
+        buffered_reads: receive into a buffer the client keeps (an ``asyncio.BufferedProtocol``),
+            as v2.1's connections do, instead of asyncio's plain read, which makes a new 256 KiB
+            object per read. Bare asyncio reads the plain way, so that is the default.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, buffered_reads: bool = False) -> None:
         self._protocol: _EchoClientProtocol | None = None
+        self._protocol_class = _BufferedEchoClientProtocol if buffered_reads else _EchoClientProtocol
 
     async def connect(self, host: str, port: int) -> None:
         """Open the connection.
@@ -380,7 +402,7 @@ class EchoPeerClient(AsyncClosing):
         if self._protocol is not None:
             raise RuntimeError("EchoPeerClient is already connected")
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: _EchoClientProtocol(loop), host, port)
+        _, protocol = await loop.create_connection(lambda: self._protocol_class(loop), host, port)
         self._protocol = protocol
 
     async def call(self, body: bytes) -> bytes:
