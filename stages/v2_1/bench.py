@@ -15,9 +15,11 @@ the others, the same for all three peers, which makes the ratios steadier.
 
 The bare echo is measured twice for small calls: as bare asyncio reads (a plain ``Protocol``: a
 new 256 KiB object per read) and with its client receiving into a buffer it keeps, as v2.1's
-connections do (``stages.v2_1.reader``). On some machines the plain read costs a client three
-extra system calls per answer, so the second echo is the lower floor; the ratios are given
-against both.
+connections do (``stages.v2_1.reader``). Whether the plain read costs extra depends on the C
+library's state: with glibc, until the process has once freed a large allocation whole, every
+such read is an ``mmap``, an ``mremap`` and a ``munmap`` more. The buffered echo never pays that,
+whatever the state, so the ratios against it are the ones that do not depend on it; both are
+given.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ With a plain ``asyncio.Protocol``, every read hands the protocol a new ``bytes``
 transport asks the socket for up to 256 KiB, so each read allocates 256 KiB and then shrinks it
 to what arrived, often a hundred bytes. glibc serves an allocation that large with ``mmap``, so a
 read can cost three more system calls than the ``recv`` itself: ``mmap``, ``mremap`` and
-``munmap`` (``strace -c`` on a v2.0-style client shows one of each per call). On a long-lived
-connection carrying small calls, that is paid on every answer.
+``munmap`` (``strace -c`` on a fresh client process shows one of each per answer). It stops once
+the process has freed some large allocation whole, because glibc then raises its threshold; so
+whether a plain read pays depends on what the process did before. A buffered read never pays.
 
 ``asyncio.BufferedProtocol`` turns this around: the transport asks the protocol for a buffer and
 receives into it (``recv_into``). The buffer here is one per thread, that is one per event loop,
