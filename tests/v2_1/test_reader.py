@@ -9,8 +9,8 @@ from typing import Any
 from support import run
 
 from stages.v2_0.api import api_spec
-from stages.v2_0.serializers import Outcome, PickleSerializer, TypeRegistry
 from stages.v2_0.provider import UserApiImpl
+from stages.v2_0.serializers import Outcome, PickleSerializer, TypeRegistry
 from stages.v2_0.user_stub import UserApi
 from stages.v2_1 import Client
 from stages.v2_1.cli import new_server
