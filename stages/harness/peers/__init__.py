@@ -10,7 +10,9 @@ peer                                           what it tells us
                                                protobuf with a C core: the industrial baseline
 :mod:`~stages.harness.peers.echo_peer`         a bare asyncio length-prefixed echo: no header,
                                                no codec, no dispatch; the ceiling any asyncio RPC
-                                               on this machine can reach
+                                               on this machine can reach (its client can also
+                                               read into a kept buffer, ``buffered_reads=True``,
+                                               the way v2.1's connections read)
 =============================================  ==================================================
 
 Each peer is a module with a server command and a client class::
