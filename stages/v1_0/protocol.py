@@ -249,7 +249,9 @@ class FrameCodec:
                 self._pos = 0
             else:
                 self._pos = end
-        return Frame(ftype, request_id, body, codec, status)
+        # tuple.__new__ builds the same Frame as Frame(...) without the Python-level __new__
+        # that namedtuple generates: half the time, for every frame read.
+        return tuple.__new__(Frame, (ftype, request_id, body, codec, status))
 
     def frames(self) -> Iterator[Frame]:
         """Yield every complete frame buffered so far (see :meth:`next_frame` for errors)."""

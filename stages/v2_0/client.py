@@ -178,8 +178,12 @@ class Client(v1_0.Client):
     def request_frame(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
                       kwargs: dict[str, Any], serializer: Serializer) -> Frame:
         """The REQUEST frame of one call (raises SerializationError before anything is sent)."""
-        body = serializer.encode_invocation(Invocation(spec.address, method, args, kwargs))
-        return Frame(_REQUEST, self.next_request_id(), body, serializer.serializer_id)
+        # tuple.__new__(X, fields) is X(*fields) without namedtuple's Python-level __new__: the
+        # same tuple in half the time, on a path every call takes.
+        body = serializer.encode_invocation(
+            tuple.__new__(Invocation, (spec.address, method, args, kwargs)))
+        return tuple.__new__(Frame, (_REQUEST, self.next_request_id(), body,
+                                     serializer.serializer_id, 0))
 
     @staticmethod
     def read_outcome(frame: Frame, serializer: Serializer) -> Any:

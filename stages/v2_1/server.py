@@ -249,7 +249,8 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         if type(value) is CoroutineType:  # an async def method: run it as its own task
             self._start_task(rid, serializer, invocation, value)
             return None
-        return server.respond(rid, serializer, invocation, _OK, Outcome(value))
+        outcome = tuple.__new__(Outcome, (value, None))  # Outcome(value), in half the time
+        return server.respond(rid, serializer, invocation, _OK, outcome)
 
     def _start_task(self, rid: int, serializer: Serializer, invocation: Invocation,
                     coro: Coroutine[Any, Any, Any]) -> None:
