@@ -145,13 +145,14 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
     def send(self, request_id: int, data: bytes, timeout: float) -> asyncio.Future[Frame]:
         """Send an encoded request; the returned future gets its RESPONSE frame, or
         :class:`RpcTimeoutError` after ``timeout`` seconds."""
+        # A lone call goes out at once; with others in flight, requests made in the same turn
+        # of the loop leave together (see BatchedWriter). The bookkeeping below can wait until
+        # the request is on its way: its answer cannot be read before we return to the loop.
+        pending = self.pending
+        self.write(data, now=not pending)
         loop = self._loop
         future = loop.create_future()
-        pending = self.pending
         pending[request_id] = future
-        # A lone call goes out at once; with others in flight, requests made in the same turn
-        # of the loop leave together (see BatchedWriter).
-        self.write(data, now=len(pending) == 1)
         deadline = loop.time() + timeout
         deadlines = self._deadlines
         heapq.heappush(deadlines, (deadline, request_id, timeout))
