@@ -194,6 +194,7 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         codec = self.codec
         running = self.running
         limit = self.config.max_concurrent_calls
+        chunk = self.FIRST_CHUNK
         try:
             while len(running) < limit:
                 frame = codec.next_frame()
@@ -204,11 +205,12 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
                     answer = self._on_request(frame)
                     if answer is not None:
                         out.append(codec.encode(answer))
-                        if len(out) >= self.CHUNK:
-                            # Send answers as they are made, a chunk at a time, so the client
-                            # starts on them while this side works on the rest of the batch.
+                        if len(out) >= chunk:
+                            # Send answers as they are made, in growing chunks, so the client
+                            # starts on them while this side works on the rest (see writer).
                             transport.write(b"".join(out))
                             out.clear()
+                            chunk = self.next_chunk(chunk)
                 elif ftype == _PING:
                     if not self._on_ping(out):
                         return
