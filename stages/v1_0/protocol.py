@@ -85,7 +85,10 @@ class Frame(NamedTuple):
 
     A frame is immutable. It is a named tuple rather than a frozen dataclass for one reason:
     speed. Every call creates two frames on each side, and a named tuple is built about twice
-    as fast.
+    as fast. The paths every call takes go one step further and build it as
+    ``tuple.__new__(Frame, (type, request_id, body, codec, status))``: the same tuple, without
+    the Python-level ``__new__`` that namedtuple generates, in half the time again. Later
+    stages build their envelope tuples (``Invocation``, ``Outcome``) the same way.
     """
 
     type: int
@@ -249,8 +252,6 @@ class FrameCodec:
                 self._pos = 0
             else:
                 self._pos = end
-        # tuple.__new__ builds the same Frame as Frame(...) without the Python-level __new__
-        # that namedtuple generates: half the time, for every frame read.
         return tuple.__new__(Frame, (ftype, request_id, body, codec, status))
 
     def frames(self) -> Iterator[Frame]:

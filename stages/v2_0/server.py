@@ -160,7 +160,6 @@ class Server(v1_0.Server):
         except SerializationError as exc:
             return self.error_frame(request_id, Status.INTERNAL, f"cannot encode the result of "
                                     f"{invocation.method}() with {serializer.name}: {exc}")
-        # Frame(...) in half the time (no namedtuple __new__ in Python): once per call.
         return tuple.__new__(Frame, (_RESPONSE, request_id, body, serializer.serializer_id,
                                      status))
 
