@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup zookeeper demo test test-py test-nb lab bench clean
+.PHONY: setup zookeeper demo test lint lab bench clean
 
 setup: $(STAMP) zookeeper
 
@@ -25,8 +25,12 @@ demo: setup
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 	$(if $(NOTEBOOKS),$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(NOTEBOOKS))
+
+lint: setup
+	$(BIN)/ruff check .
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

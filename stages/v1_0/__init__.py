@@ -24,7 +24,13 @@ from stages.v1_0.errors import (
     Status,
     TransportError,
 )
-from stages.v1_0.messages import Request, decode_request, decode_result, encode_request, encode_result
+from stages.v1_0.messages import (
+    Request,
+    decode_request,
+    decode_result,
+    encode_request,
+    encode_result,
+)
 from stages.v1_0.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,

@@ -25,6 +25,7 @@ them.
 from __future__ import annotations
 
 import enum
+import reprlib
 
 __all__ = [
     "Status",
@@ -37,7 +38,65 @@ __all__ = [
     "RpcTimeoutError",
     "RemoteError",
     "ConfigError",
+    "MAX_MESSAGE",
+    "clip",
+    "clip_repr",
 ]
+
+#: Longest piece of peer-supplied text (a name, a value's repr) an error message may quote.
+MAX_MESSAGE = 200
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, marked with how much was left out.
+
+    Every error message that quotes something a peer sent goes through this: a request with a
+    10 MB method name must not become a 10 MB error message (nor a 10 MB log line).
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, made safe for any value a peer can send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxdict = self.maxset = self.maxfrozenset = 4
+        self.maxstring = self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an int with 100,000 digits takes quadratic time (and Python refuses past
+        # 4,300 digits): say how large it is instead.
+        if x.bit_length() > 128:
+            return f"<int of {x.bit_length()} bits>"
+        return repr(x)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return f"{x[:self.maxstring]!r}... ({len(x)} bytes)"
+
+    def repr_instance(self, x: object, level: int) -> str:
+        # Anything else (a data class, say) would print all of itself: name its type only.
+        if type(x) in (float, complex, bool, type(None)):
+            return repr(x)
+        return f"<{type(x).__qualname__}>"
+
+
+_short = _ShortRepr()
+
+
+def clip_repr(value: object) -> str:
+    """A ``repr`` of a peer-supplied value that stays short however large the value is.
+
+    A plain ``repr`` walks the whole value: a small graph of shared references (a list holding
+    the same list twice, 30 levels deep) would print as 2**30 items. This one looks at a few
+    items of a few levels only (:mod:`reprlib`), so its cost and length are bounded.
+    """
+    return clip(_short.repr(value))
 
 
 class Status(enum.IntEnum):

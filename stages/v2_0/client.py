@@ -31,7 +31,7 @@ from stages.v1_0 import client as v1_0
 from stages.v1_0.protocol import Frame, FrameType
 from stages.v2_0.api import ApiSpec, MethodSpec, api_spec
 from stages.v2_0.config import ClientConfig
-from stages.v2_0.errors import RemoteException, RemoteError, RemoteProtocolError, Status
+from stages.v2_0.errors import RemoteError, RemoteException, RemoteProtocolError, Status
 from stages.v2_0.serializers import (
     ErrorInfo,
     Invocation,

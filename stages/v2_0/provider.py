@@ -10,7 +10,15 @@ import itertools
 import threading
 from typing import Any
 
-from stages.v2_0.user_stub import InventoryApi, Item, OutOfStock, Receipt, User, UserApi, UserNotFound
+from stages.v2_0.user_stub import (
+    InventoryApi,
+    Item,
+    OutOfStock,
+    Receipt,
+    User,
+    UserApi,
+    UserNotFound,
+)
 
 __all__ = ["UserApiImpl", "InventoryApiImpl", "AuditLogUnavailable"]
 

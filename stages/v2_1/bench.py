@@ -33,7 +33,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stages.harness.bench import BenchResult, default_warmup, measure_sequential, measure_closed_loop
+from stages.harness.bench import (
+    BenchResult,
+    default_warmup,
+    measure_closed_loop,
+    measure_sequential,
+)
 from stages.harness.peers.echo_peer import EchoPeerClient
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds

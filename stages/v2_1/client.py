@@ -49,8 +49,6 @@ from stages.v2_0.errors import (
 )
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
-from stages.v2_1.reader import OwnBufferReader
-from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
     NEED_DATA,
     PING_FRAME,
@@ -60,6 +58,8 @@ from stages.v2_1.protocol import (
     FrameType,
     GoAway,
 )
+from stages.v2_1.reader import OwnBufferReader
+from stages.v2_1.writer import BatchedWriter
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # not type[T]: see stages.v2_0.client

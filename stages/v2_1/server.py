@@ -39,8 +39,6 @@ from stages.v2_0.errors import ProtocolError, RemoteProtocolError, Status
 from stages.v2_0.serializers import Invocation, Outcome, Serializer
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
-from stages.v2_1.reader import OwnBufferReader
-from stages.v2_1.writer import BatchedWriter
 from stages.v2_1.protocol import (
     NEED_DATA,
     PONG_FRAME,
@@ -51,6 +49,8 @@ from stages.v2_1.protocol import (
     GoAway,
     goaway_frame,
 )
+from stages.v2_1.reader import OwnBufferReader
+from stages.v2_1.writer import BatchedWriter
 
 __all__ = ["Server", "ServerConnection"]
 

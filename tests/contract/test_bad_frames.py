@@ -16,9 +16,9 @@ import pytest
 
 from stages.v1_0.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Frame, FrameCodec, encode_frame
 from stages.v2_0.api import address_of
+from stages.v2_0.errors import Status
 from stages.v2_0.serializers import Invocation, PickleSerializer
 from stages.v2_0.user_stub import UserApi
-from stages.v2_0.errors import Status
 
 
 def v1_request() -> bytes:

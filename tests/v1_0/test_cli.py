@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from stages.harness.process import ServerProcess
 from support import run_stage
+
+from stages.harness.process import ServerProcess
 
 
 def test_demo_calls_and_exits_zero() -> None:

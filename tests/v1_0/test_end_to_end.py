@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-
 from support import run, until
 
 from stages.v1_0 import (
@@ -26,7 +25,7 @@ from stages.v1_0 import (
     UserService,
     encode_frame,
 )
-from stages.v1_0.protocol import HEADER, MAGIC, NEED_DATA, PROTOCOL_VERSION
+from stages.v1_0.protocol import HEADER, MAGIC, PROTOCOL_VERSION
 
 
 @asynccontextmanager

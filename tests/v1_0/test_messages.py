@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stages.v1_0.errors import RemoteProtocolError, Status
-from stages.v1_0.messages import Request, decode_request, decode_result, encode_request, encode_result
+from stages.v1_0.messages import (
+    Request,
+    decode_request,
+    decode_result,
+    encode_request,
+    encode_result,
+)
 
 
 def test_the_original_request_line() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from stages.harness.process import ServerProcess
 from support import run_stage
+
+from stages.harness.process import ServerProcess
 
 
 def test_demo_runs_provider_and_consumer_for_both_serializers() -> None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stages.v2_1.bench import placement, cpu_split
+from stages.v2_1.bench import cpu_split, placement
 
 
 def test_pinned_servers_run_on_the_server_cpus_and_the_client_is_restored() -> None:

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-
 from support import run, until
 
 from stages.v1_0.protocol import HEADER, MAGIC

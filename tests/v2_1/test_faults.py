@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import run, until, wait_until
 
 from stages.harness.faultproxy import FaultProxyThread

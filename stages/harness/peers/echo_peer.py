@@ -55,7 +55,6 @@ __all__ = [
     "complete_prefix",
     "encode",
     "main",
-    "serve",
 ]
 
 HEADER: Final = struct.Struct("!I")

@@ -38,8 +38,7 @@ import grpc
 import grpc.aio
 
 from stages.harness.lifecycle import AsyncClosing, AsyncService
-from stages.harness.peers import bench_echo_pb2_grpc
-from stages.harness.peers import run_server_command
+from stages.harness.peers import bench_echo_pb2_grpc, run_server_command
 from stages.harness.peers.bench_echo_pb2 import Blob, GetUserRequest, User
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "MAX_MESSAGE",
     "main",
     "make_user",
-    "serve",
 ]
 
 MAX_MESSAGE: Final = 64 * 1024 * 1024
