@@ -22,7 +22,7 @@ from stages.v2_0.serializers import SERIALIZERS
 from stages.v2_0.server import Server
 from stages.v2_0.user_stub import InventoryApi, UserApi
 
-__all__ = ["main", "new_server"]
+__all__ = ["main", "new_server", "add_traceback_option"]
 
 NAMES = [s.name for s in SERIALIZERS.values()]
 
@@ -36,7 +36,8 @@ def new_server(config: ServerConfig | None = None) -> Server:
 
 
 async def demo(serializers: list[str]) -> int:
-    async with new_server() as server:
+    # A demo shows where a remote error came from: its server sends tracebacks.
+    async with new_server(ServerConfig(send_tracebacks=True)) as server:
         host, port = server.address
         print(f"provider: bound {', '.join(server.bindings)} on {host}:{port}")
         with Client(host, port) as client:
@@ -78,6 +79,15 @@ def add_serializer_option(command: str, parser: argparse.ArgumentParser) -> None
     if command in ("demo", "client", "bench"):
         parser.add_argument("--serializer", choices=NAMES, default=None,
                             help="default: both for demo and bench, pickle for client")
+    if command == "server":
+        add_traceback_option(parser)
+
+
+def add_traceback_option(parser: argparse.ArgumentParser) -> None:
+    """``--send-tracebacks``: send the traceback of a method's exception to the caller."""
+    parser.add_argument("--send-tracebacks", action="store_true",
+                        help="send callers the traceback of an exception a method raised (off: "
+                        "its type and message only)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return asyncio.run(demo(chosen))
     if args.command == "server":
-        asyncio.run(serve_until_signalled(new_server(ServerConfig(host=args.host, port=args.port))))
+        server_config = ServerConfig(host=args.host, port=args.port,
+                                     send_tracebacks=args.send_tracebacks)
+        asyncio.run(serve_until_signalled(new_server(server_config)))
         return 0
     if args.command == "client":
         config = ClientConfig(serializer=args.serializer or "pickle")

@@ -32,6 +32,7 @@ from stages.v1_0.protocol import Frame, FrameType
 from stages.v2_0.api import ApiSpec, MethodSpec, api_spec
 from stages.v2_0.config import ClientConfig
 from stages.v2_0.errors import RemoteError, RemoteException, RemoteProtocolError, Status
+from stages.v2_0.limits import DecodeLimits
 from stages.v2_0.serializers import (
     ErrorInfo,
     Invocation,
@@ -153,7 +154,8 @@ class Client(v1_0.Client):
     def _prepare(self, interface: object, serializer: str | None) -> tuple[ApiSpec, Serializer]:
         spec = api_spec(interface)
         cls = serializer_by_name(serializer or self.config.serializer)
-        return spec, cls(TypeRegistry.of([spec]))
+        limits = DecodeLimits.for_frame(self.config.max_frame_size)
+        return spec, cls(TypeRegistry.of([spec]), limits)
 
     # -- one call ------------------------------------------------------------------------------
 

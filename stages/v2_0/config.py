@@ -27,9 +27,14 @@ class ServerConfig(v1_0.ServerConfig):
         serializers: the serializers this server accepts, by name. A request in any other is
             refused before its body is decoded. Pickle loads through an allow-list either way;
             a server that wants no pickle at all lists only ``("protobuf",)``.
+        send_tracebacks: send the traceback of an exception a method raised to the caller.
+            Off by default: a deployed server tells a caller the exception's type and message,
+            not its source files and line numbers. The demos and notebooks turn it on, where a
+            learner wants to see where the remote error came from.
     """
 
     serializers: tuple[str, ...] = ("pickle", "protobuf")
+    send_tracebacks: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -38,6 +43,9 @@ class ServerConfig(v1_0.ServerConfig):
                               f"{self.serializers!r}")
         for name in self.serializers:
             _check_serializer(self, name)
+        if not isinstance(self.send_tracebacks, bool):
+            raise ConfigError(f"ServerConfig.send_tracebacks must be a bool, got "
+                              f"{self.send_tracebacks!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,19 +25,26 @@ before a byte of its body is decoded (see ``ServerConfig(serializers=...)``).
 
 Both serializers carry the same envelope: an :class:`Invocation` (address, method, arguments) and
 an :class:`Outcome` (a value, or an :class:`ErrorInfo`).
+
+**Decoding is bounded.** Whatever a payload asks for, decoding it costs no more than the
+:class:`~stages.v2_0.limits.DecodeLimits` derived from the frame cap allow: a pickle's opcodes are
+read before it is loaded (:mod:`~stages.v2_0.pickle_scan`), and every decoded value, of either
+serializer, is walked once with a budget and its data classes checked against their declarations
+(:mod:`~stages.v2_0.limits`). Every refusal is a :class:`SerializationError`.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import dataclasses
 import datetime
 import decimal
 import io
 import operator
 import pickle
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
@@ -46,8 +53,11 @@ from google.protobuf import any_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from stages.v1_0.errors import clip
 from stages.v2_0.api import ApiSpec
 from stages.v2_0.errors import ApiDefinitionError, ConfigError, SerializationError
+from stages.v2_0.limits import DEFAULT_LIMITS, DecodeLimits, check_value
+from stages.v2_0.pickle_scan import scan_pickle
 from stages.v2_0.protos import rpc_envelope_pb2 as pb
 
 __all__ = [
@@ -186,6 +196,8 @@ class Serializer(abc.ABC):
 
     Args:
         registry: the data and exception classes this side accepts.
+        limits: what decoding one payload may cost (derive them from the frame cap with
+            :meth:`DecodeLimits.for_frame`).
 
     Every ``decode_*`` raises :class:`SerializationError` for bytes it cannot or will not decode;
     every ``encode_*`` raises it for a value it cannot represent. Nothing else escapes.
@@ -195,8 +207,20 @@ class Serializer(abc.ABC):
     serializer_id: ClassVar[int]
     name: ClassVar[str]
 
-    def __init__(self, registry: TypeRegistry | None = None) -> None:
+    def __init__(self, registry: TypeRegistry | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
         self.registry = registry or TypeRegistry()
+        self.limits = limits
+        self._classes = frozenset(self.registry.types.values())
+
+    def check(self, value: Any, payload_size: int) -> None:
+        """Walk a decoded value within the limits and validate its data classes (see
+        :func:`~stages.v2_0.limits.check_value`)."""
+        try:
+            check_value(value, payload_size=payload_size, limits=self.limits,
+                        classes=self._classes)
+        except SerializationError as exc:
+            raise SerializationError(f"{self.name}: {exc}") from None
 
     @abc.abstractmethod
     def encode_invocation(self, invocation: Invocation) -> bytes: ...
@@ -214,11 +238,12 @@ class Serializer(abc.ABC):
 # -- pickle ----------------------------------------------------------------------------------
 
 
-#: Globals a pickle of plain values may name. int, float, str, bytes, bool, None, list, tuple,
-#: dict, set and frozenset have opcodes of their own and need no global at all.
+#: Globals a pickle of plain values may name. int, float, str, bytes, bytearray, bool, None,
+#: list, tuple, dict, set and frozenset have opcodes of their own and need no global at all.
+#: Only value types are here, never a general-purpose constructor: ``bytearray`` would allow
+#: ``bytearray(10**9)``, a gigabyte from a few bytes, and protocol 5 does not need it.
 SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("builtins", "complex"),
-    ("builtins", "bytearray"),
     ("datetime", "date"),
     ("datetime", "time"),
     ("datetime", "datetime"),
@@ -258,7 +283,7 @@ class AllowListUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._allowed.get((module, name))
         if allowed is None:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is forbidden")
+            raise pickle.UnpicklingError(f"global '{clip(f'{module}.{name}')}' is forbidden")
         return allowed
 
 
@@ -320,8 +345,9 @@ class PickleSerializer(Serializer):
     # Protocol 5: the newest and most compact; both ends run the same Python major version.
     PROTOCOL: ClassVar[int] = 5
 
-    def __init__(self, registry: TypeRegistry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(self, registry: TypeRegistry | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        super().__init__(registry, limits)
         self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
         # class -> (its record name, a function returning its field values, how many there are)
         self._record_of: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]], int]] = {}
@@ -346,6 +372,7 @@ class PickleSerializer(Serializer):
             address, method, args, kwargs = loaded
             if (type(address) is str and type(method) is str and type(args) is tuple
                     and type(kwargs) is dict and (not kwargs or all(type(k) is str for k in kwargs))):
+                self.check(loaded, len(data))
                 return tuple.__new__(Invocation, loaded)  # Invocation(*loaded), faster
         raise SerializationError("pickle: not a request envelope")
 
@@ -371,19 +398,24 @@ class PickleSerializer(Serializer):
             raise SerializationError("pickle: not a response envelope")
         ok, value = loaded
         if ok is True:
+            self.check(value, len(data))
             return tuple.__new__(Outcome, (value, None))
         if type(ok) is str:
-            return tuple.__new__(Outcome, (self._record(ok, value), None))
+            value = self._record(ok, value)
+            self.check(value, len(data))
+            return tuple.__new__(Outcome, (value, None))
         if ok is False and type(value) is tuple and len(value) == 4:
             type_name, message, args, traceback = value
-            if isinstance(type_name, str) and isinstance(message, str) and isinstance(args, tuple):
-                return Outcome(error=ErrorInfo(type_name, message, args, str(traceback)))
+            if type(type_name) is str and type(message) is str and type(args) is tuple \
+                    and type(traceback) is str:
+                self.check(args, len(data))
+                return Outcome(error=ErrorInfo(type_name, message, args, traceback))
         raise SerializationError("pickle: not a response envelope")
 
     def _record(self, name: str, values: Any) -> Any:
         size, build = self._record_named.get(name) or self._other_version(name)
         if type(values) is not tuple or len(values) != size:
-            raise SerializationError(f"pickle: a {name[:200]} record needs {size} field values")
+            raise SerializationError(f"pickle: a {clip(name)} record needs {size} field values")
         return build(values)
 
     def _other_version(self, name: str) -> tuple[int, Callable[[tuple[Any, ...]], Any]]:
@@ -392,11 +424,11 @@ class PickleSerializer(Serializer):
         class_name, _, rest = name.partition("(")
         cls = self.registry.types.get(class_name)
         if cls is None or record_fields(cls) is None or not rest.endswith(")"):
-            raise SerializationError(f"pickle: {name[:200]!r} is not a record of a registered "
+            raise SerializationError(f"pickle: {clip(repr(name))} is not a record of a registered "
                                      "data class")
         fields = tuple(rest[:-1].split(",")) if rest != ")" else ()
         if not all(field.isidentifier() for field in fields) or len(set(fields)) != len(fields):
-            raise SerializationError(f"pickle: bad field names in record {name[:200]!r}")
+            raise SerializationError(f"pickle: bad field names in record {clip(repr(name))}")
 
         def build(values: tuple[Any, ...]) -> Any:
             instance: Any = object.__new__(cls)
@@ -409,17 +441,18 @@ class PickleSerializer(Serializer):
         try:
             return pickle.dumps(value, self.PROTOCOL)
         except Exception as exc:  # PicklingError, TypeError, AttributeError, RecursionError...
-            raise SerializationError(f"pickle cannot encode the value: {type(exc).__name__}: "
-                                     f"{exc}") from None
+            raise SerializationError(clip(f"pickle cannot encode the value: "
+                                          f"{type(exc).__name__}: {exc}")) from None
 
     def _loads(self, data: bytes) -> Any:
+        scan_pickle(data, self.limits)  # before a single opcode runs: see pickle_scan
         try:
             return self._unpickler(io.BytesIO(data)).load()
         except pickle.UnpicklingError as exc:
-            raise SerializationError(f"pickle: {exc}") from None
-        except Exception as exc:  # truncated or malformed: EOFError, ValueError, KeyError...
-            raise SerializationError(f"pickle cannot decode the payload: {type(exc).__name__}: "
-                                     f"{exc}") from None
+            raise SerializationError(clip(f"pickle: {exc}")) from None
+        except Exception as exc:  # malformed: EOFError, ValueError, TypeError of a constructor...
+            raise SerializationError(clip(f"pickle cannot decode the payload: "
+                                          f"{type(exc).__name__}: {exc}")) from None
 
 
 def _builder(cls: type, fields: tuple[str, ...]) -> Callable[[tuple[Any, ...]], Any]:
@@ -458,14 +491,17 @@ class ProtobufSerializer(Serializer):
 
     Values are type-checked before encoding: a value protobuf cannot represent (a set, an
     arbitrary object, a data class without a message) is a :class:`SerializationError` that
-    names its type, raised before anything is sent.
+    names its type, raised before anything is sent. On decoding, every error the protobuf
+    runtime or a data class's constructor raises (a corrupt ``Any``, a wrong wire type, an
+    integer too large) becomes a :class:`SerializationError` too.
     """
 
     serializer_id = 1
     name = "protobuf"
 
-    def __init__(self, registry: TypeRegistry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(self, registry: TypeRegistry | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        super().__init__(registry, limits)
         self._by_message = {
             t.__rpc_proto__.DESCRIPTOR.full_name: t
             for t in self.registry.types.values() if hasattr(t, "__rpc_proto__")
@@ -482,12 +518,15 @@ class ProtobufSerializer(Serializer):
         return msg.SerializeToString()
 
     def decode_invocation(self, data: bytes) -> Invocation:
-        msg = self._parse(pb.Request, data)
-        return Invocation(
-            msg.address, msg.method,
-            tuple(self._from_value(v) for v in msg.args),
-            {k: self._from_value(v) for k, v in msg.kwargs.items()},
-        )
+        with _decoding():
+            msg = self._parse(pb.Request, data)
+            invocation = Invocation(
+                msg.address, msg.method,
+                tuple(self._from_value(v) for v in msg.args),
+                {k: self._from_value(v) for k, v in msg.kwargs.items()},
+            )
+        self.check((invocation.args, invocation.kwargs), len(data))
+        return invocation
 
     def encode_outcome(self, outcome: Outcome) -> bytes:
         msg = pb.Response()
@@ -504,15 +543,20 @@ class ProtobufSerializer(Serializer):
         return msg.SerializeToString()
 
     def decode_outcome(self, data: bytes) -> Outcome:
-        msg = self._parse(pb.Response, data)
-        which = msg.WhichOneof("outcome")
-        if which == "error":
-            e = msg.error
-            return Outcome(error=ErrorInfo(e.type, e.message,
-                                           tuple(self._from_value(a) for a in e.args), e.traceback))
-        if which == "value":
-            return Outcome(value=self._from_value(msg.value))
-        raise SerializationError("protobuf: response has neither a value nor an error")
+        with _decoding():
+            msg = self._parse(pb.Response, data)
+            which = msg.WhichOneof("outcome")
+            if which == "error":
+                e = msg.error
+                outcome = Outcome(error=ErrorInfo(
+                    e.type, e.message, tuple(self._from_value(a) for a in e.args), e.traceback))
+                self.check(outcome.error.args, len(data))  # type: ignore[union-attr]
+                return outcome
+            if which != "value":
+                raise SerializationError("protobuf: response has neither a value nor an error")
+            outcome = Outcome(value=self._from_value(msg.value))
+        self.check(outcome.value, len(data))
+        return outcome
 
     @staticmethod
     def _parse(message_class: type[Message], data: bytes) -> Any:
@@ -520,8 +564,8 @@ class ProtobufSerializer(Serializer):
         try:
             msg.ParseFromString(data)
         except (DecodeError, RuntimeWarning, ValueError) as exc:
-            raise SerializationError(f"protobuf cannot parse the {message_class.DESCRIPTOR.name}: "
-                                     f"{exc}") from None
+            raise SerializationError(clip(f"protobuf cannot parse the "
+                                          f"{message_class.DESCRIPTOR.name}: {exc}")) from None
         return msg
 
     # dynamic values
@@ -577,15 +621,22 @@ class ProtobufSerializer(Serializer):
                 try:
                     result[key] = self._from_value(entry.value, depth + 1)
                 except TypeError:
-                    raise SerializationError(f"protobuf: unhashable map key {key!r}") from None
+                    raise SerializationError(f"protobuf: unhashable map key of type "
+                                             f"{type(key).__name__}") from None
             return result
         if kind == "message":
             return self._from_any(value.message, depth + 1)
         if kind == "big_int":
+            # Checked before int(): converting text to an int takes time quadratic in its length.
+            if len(value.big_int) > self.limits.max_int_bits // 3 + 2:
+                raise SerializationError(f"protobuf: an integer of {len(value.big_int)} digits "
+                                         f"is larger than the limit of "
+                                         f"{self.limits.max_int_bits} bits")
             try:
                 return int(value.big_int)
             except ValueError:
-                raise SerializationError(f"protobuf: bad big_int {value.big_int[:40]!r}") from None
+                raise SerializationError(f"protobuf: bad big_int {clip(repr(value.big_int))}") \
+                    from None
         if kind == "null" or kind is None:
             return None
         return getattr(value, kind)  # bool, int, float, str, bytes
@@ -643,7 +694,8 @@ class ProtobufSerializer(Serializer):
         type_name = packed.TypeName()
         cls = self._by_message.get(type_name)
         if cls is None:
-            raise SerializationError(f"protobuf: message type {type_name!r} is not registered here")
+            raise SerializationError(f"protobuf: message type {clip(repr(type_name))} is not "
+                                     "registered here")
         msg = cls.__rpc_proto__()
         if not packed.Unpack(msg):
             raise SerializationError(f"protobuf: cannot unpack {type_name}")
@@ -681,8 +733,28 @@ class ProtobufSerializer(Serializer):
     def _class_for(self, message_name: str) -> type:
         cls = self._by_message.get(message_name)
         if cls is None:
-            raise SerializationError(f"protobuf: message type {message_name!r} is not registered here")
+            raise SerializationError(f"protobuf: message type {clip(repr(message_name))} is not "
+                                     "registered here")
         return cls
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Turn whatever decoding raises into a :class:`SerializationError` with a bounded message.
+
+    The protobuf runtime raises its own errors for a corrupt ``Any`` or a value out of range, and
+    a data class's ``__init__`` raises what it likes (TypeError, ValueError...): a caller of
+    ``decode_*`` sees only SerializationError.
+    """
+    try:
+        yield
+    except SerializationError:
+        raise
+    except RecursionError:
+        raise SerializationError("protobuf: value nested too deeply") from None
+    except Exception as exc:
+        raise SerializationError(clip(f"protobuf cannot decode the payload: "
+                                      f"{type(exc).__name__}: {exc}")) from None
 
 
 def _is_map(fd: FieldDescriptor) -> bool:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.v1_0 import server as v1_0
+from stages.v1_0.errors import clip
 from stages.v1_0.protocol import Frame, FrameType
 from stages.v2_0.api import ApiSpec, api_spec
 from stages.v2_0.config import ServerConfig
 from stages.v2_0.errors import ApiDefinitionError, SerializationError, Status
+from stages.v2_0.limits import DecodeLimits
 from stages.v2_0.serializers import (
     SERIALIZERS,
     ErrorInfo,
@@ -40,7 +42,10 @@ from stages.v2_0.serializers import (
     serializer_by_name,
 )
 
-__all__ = ["Server", "Binding", "ServerConnection"]
+__all__ = ["Server", "Binding", "ServerConnection", "MAX_REMOTE_MESSAGE"]
+
+#: Longest exception message a server sends back (a method's exception may quote its input).
+MAX_REMOTE_MESSAGE = 2000
 
 ServerConnection = v1_0.ServerConnection  # unchanged since v1.0
 
@@ -118,7 +123,8 @@ class Server(v1_0.Server):
     def _rebuild_serializers(self) -> None:
         # A registry never changes; binding builds a new one and swaps the serializers.
         registry = TypeRegistry.of(b.spec for b in self._bindings.values())
-        self._serializers = {cls.serializer_id: cls(registry)
+        limits = DecodeLimits.for_frame(self.config.max_frame_size)
+        self._serializers = {cls.serializer_id: cls(registry, limits)
                              for cls in map(serializer_by_name, self.config.serializers)}
 
     def handle(self, frame: Frame) -> Frame:
@@ -159,7 +165,7 @@ class Server(v1_0.Server):
             body = serializer.encode_outcome(outcome)
         except SerializationError as exc:
             return self.error_frame(request_id, Status.INTERNAL, f"cannot encode the result of "
-                                    f"{invocation.method}() with {serializer.name}: {exc}")
+                                    f"{clip(invocation.method)}() with {serializer.name}: {exc}")
         return tuple.__new__(Frame, (_RESPONSE, request_id, body, serializer.serializer_id,
                                      status))
 
@@ -176,25 +182,28 @@ class Server(v1_0.Server):
 
     def resolve(self, invocation: Invocation) -> Callable[..., Any] | tuple[Status, Outcome]:
         """The bound method a call names, after checking its arguments; or the refusal."""
+        # Names and arguments came off the network: a message quotes them only clipped.
         binding = self._bindings.get(invocation.address)
         if binding is None:
-            return _refused(Status.NOT_FOUND, f"no API is bound at {invocation.address!r}")
+            return _refused(Status.NOT_FOUND, f"no API is bound at "
+                            f"{clip(repr(invocation.address))}")
         method = binding.spec.methods.get(invocation.method)
         if method is None:
             return _refused(Status.NOT_FOUND, f"{binding.spec.interface.__qualname__} has no "
-                            f"method {invocation.method!r}")
+                            f"method {clip(repr(invocation.method))}")
         try:
             method.check_arguments(invocation.args, invocation.kwargs)
         except TypeError as exc:
-            return _refused(Status.BAD_REQUEST, str(exc))
+            return _refused(Status.BAD_REQUEST, clip(str(exc)))
         return binding.methods[method.name]
 
-    @staticmethod
-    def error_outcome(exc: Exception) -> tuple[Status, Outcome]:
-        """The outcome that carries an exception raised by a method back to its caller."""
+    def error_outcome(self, exc: Exception) -> tuple[Status, Outcome]:
+        """The outcome that carries an exception raised by a method back to its caller: its
+        type, its (clipped) message and its ``args``; its traceback only if the server is
+        configured to send tracebacks (``send_tracebacks``)."""
+        trace = "".join(traceback.format_exception(exc)) if self.config.send_tracebacks else ""
         return Status.INTERNAL, Outcome(error=ErrorInfo(
-            qualified_name(type(exc)), str(exc), exc.args,
-            "".join(traceback.format_exception(exc))))
+            qualified_name(type(exc)), clip(str(exc), MAX_REMOTE_MESSAGE), exc.args, trace))
 
 
 def _refused(status: Status, message: str) -> tuple[Status, Outcome]:

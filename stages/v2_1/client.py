@@ -64,7 +64,7 @@ from stages.v2_1.writer import BatchedWriter
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # not type[T]: see stages.v2_0.client
 
-__all__ = ["Client", "ClientConnection", "rpc_timeout"]
+__all__ = ["Client", "ClientConnection", "rpc_timeout", "check_timeout"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,13 +87,27 @@ def rpc_timeout(seconds: float) -> Iterator[None]:
     Raises:
         ConfigError: ``seconds`` is not a number > 0.
     """
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ConfigError(f"rpc_timeout needs a number > 0, got {seconds!r}")
-    token = _call_timeout.set(float(seconds))
+    token = _call_timeout.set(check_timeout(seconds, "rpc_timeout"))
     try:
         yield
     finally:
         _call_timeout.reset(token)
+
+
+def check_timeout(seconds: object, what: str) -> float:
+    """``seconds`` as a float, if it is a finite number > 0.
+
+    A timeout becomes an event loop timer. NaN compares false with everything, so one NaN
+    deadline breaks the order of the loop's timer heap, and with it every other timer of the
+    loop: other calls' deadlines and the heartbeat. Infinity never fires. Both are refused.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{what} needs a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
 
 
 class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol):
@@ -309,6 +323,8 @@ class Client(v2_0.Client):
     def proxy(self, interface: TypeForm[T], *, serializer: str | None = None,
               timeout: float | None = None) -> T:
         """A blocking proxy (see v2.0); ``timeout`` overrides ``config.timeout`` for its calls."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "proxy(timeout=...)")
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -347,6 +363,8 @@ class Client(v2_0.Client):
     def async_proxy(self, interface: type, *, serializer: str | None = None,
                     timeout: float | None = None) -> Any:
         """An async proxy (see v2.0); ``timeout`` overrides ``config.timeout`` for its calls."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, "async_proxy(timeout=...)")
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -355,7 +373,7 @@ class Client(v2_0.Client):
         return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
 
     def _timeout(self, timeout: float | None) -> float:
-        return self.config.timeout if timeout is None else timeout
+        return self.config.timeout if timeout is None else check_timeout(timeout, "timeout")
 
     def _target(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"

@@ -40,6 +40,14 @@ class Item:
     dimensions: Dimensions | None = None
     note: str | None = None
 
+    def __post_init__(self) -> None:
+        # The stub's own rules. They hold for an Item built here and for one that arrives over
+        # the wire, whichever serializer carried it (see stages.v2_0.limits).
+        if self.quantity < 0:
+            raise ValueError(f"quantity must be >= 0, got {self.quantity}")
+        if not self.price >= 0:  # "not >=" refuses NaN too
+            raise ValueError(f"price must be >= 0, got {self.price}")
+
 
 @proto_type(user_pb2.Receipt)
 @dataclass(frozen=True)
