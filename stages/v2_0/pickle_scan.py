@@ -129,68 +129,81 @@ _RULES: Final[dict[int, tuple[int, int, int]]] = {
     _op(pickle.BUILD): (_NONE, 0, _INSTANCE),
 }
 
-_PROTO, _STOP, _MEMOIZE = _op(pickle.PROTO), _op(pickle.STOP), _op(pickle.MEMOIZE)
-_PUTS: Final = frozenset({_op(pickle.BINPUT), _op(pickle.LONG_BINPUT)})
-_GETS: Final = frozenset({_op(pickle.BINGET), _op(pickle.LONG_BINGET)})
-_INTS: Final = frozenset({_op(pickle.LONG1), _op(pickle.LONG4)})
+# What the scan does for each opcode, worked out once from the table above: most opcodes need
+# nothing but their cost added (_PLAIN), or their fixed argument skipped (_SKIP).
+_PLAIN, _SKIP, _COUNTED_ARG, _INT, _MEMOIZE, _PUT, _GET, _PROTO, _STOP = range(9)
+_SPECIAL: Final = {
+    _op(pickle.MEMOIZE): _MEMOIZE, _op(pickle.BINPUT): _PUT, _op(pickle.LONG_BINPUT): _PUT,
+    _op(pickle.BINGET): _GET, _op(pickle.LONG_BINGET): _GET, _op(pickle.PROTO): _PROTO,
+    _op(pickle.STOP): _STOP, _op(pickle.LONG1): _INT, _op(pickle.LONG4): _INT,
+}
 _SIGNED: Final = frozenset({_op(pickle.LONG4)})
+_TABLE: Final[list[tuple[int, int, int] | None]] = [None] * 256
+for _code, (_layout, _size, _weight) in _RULES.items():
+    _kind = _SPECIAL.get(_code, {_NONE: _PLAIN, _FIXED: _SKIP, _COUNTED: _COUNTED_ARG}[_layout])
+    _TABLE[_code] = (_kind, _size, _weight)
 
 
 def scan_pickle(data: bytes, limits: DecodeLimits) -> None:
     """Check a pickle's opcodes against the rules above, without running any.
 
+    Scanning allocates nothing, so the estimated cost is compared with the budget once, at the
+    end.
+
     Raises:
         SerializationError: the payload breaks a rule; the message says which, at which offset.
     """
+    table = _TABLE
     end = len(data)
     pos = 0
     memo = 0  # memo slots written so far
     cost = 0
-    budget = limits.memory_budget
-    max_int_bytes = limits.max_int_bits // 8 + 1
     while pos < end:
-        at = pos
         op = data[pos]
-        pos += 1
-        rule = _RULES.get(op)
+        rule = table[op]
         if rule is None:
-            raise _refuse(at, f"opcode {_name(op)} is not allowed")
-        layout, size, weight = rule
+            raise _refuse(pos, f"opcode {_name(op)} is not allowed")
+        kind, size, weight = rule
+        pos += 1
         cost += weight
-        if layout == _FIXED:
-            if pos + size > end:
-                raise _refuse(at, "truncated")
-            if op in _PUTS or op in _GETS or op == _PROTO:
-                arg = int.from_bytes(data[pos:pos + size], "little")
-                if op in _GETS and arg >= memo:
-                    raise _refuse(at, f"memo slot {arg} read before it was written")
-                if op in _PUTS:
-                    if arg > memo:
-                        raise _refuse(at, f"memo slot {arg} written out of order (next is "
-                                      f"{memo})")
-                    memo += arg == memo
-                if op == _PROTO and not 2 <= arg <= pickle.HIGHEST_PROTOCOL:
-                    raise _refuse(at, f"protocol {arg} (2 to {pickle.HIGHEST_PROTOCOL} accepted)")
-            pos += size
-        elif layout == _COUNTED:
+        if kind == _PLAIN:
+            continue
+        if kind == _MEMOIZE:
+            memo += 1
+        elif kind == _STOP:
+            if pos != end:
+                raise _refuse(pos - 1, f"{end - pos} bytes after STOP")
+            if cost > limits.memory_budget:
+                raise SerializationError(
+                    f"pickle: the payload would build more than {limits.memory_budget >> 20} MiB "
+                    f"of objects (about {cost >> 20} MiB)")
+            return
+        elif kind in (_COUNTED_ARG, _INT):
             length = int.from_bytes(data[pos:pos + size], "little", signed=op in _SIGNED)
             pos += size
             if length < 0 or pos + length > end:
-                raise _refuse(at, "truncated (a length beyond the payload)")
-            if op in _INTS and length > max_int_bytes:
-                raise _refuse(at, f"an integer of {length} bytes is larger than the limit of "
-                              f"{limits.max_int_bits} bits")
+                raise _refuse(pos - size - 1, "truncated (a length beyond the payload)")
+            if kind == _INT and length > limits.max_int_bits // 8 + 1:
+                raise _refuse(pos - size - 1, f"an integer of {length} bytes is larger than the "
+                              f"limit of {limits.max_int_bits} bits")
             pos += length
             cost += length
-        elif op == _MEMOIZE:
-            memo += 1
-        elif op == _STOP:
-            if pos != end:
-                raise _refuse(at, f"{end - pos} bytes after STOP")
-            return
-        if cost > budget:
-            raise SerializationError(f"pickle: the payload would build more than "
-                                     f"{budget >> 20} MiB of objects")
+        else:  # a fixed-size argument
+            if pos + size > end:
+                raise _refuse(pos - 1, "truncated")
+            if kind != _SKIP:
+                arg = int.from_bytes(data[pos:pos + size], "little")
+                if kind == _GET and arg >= memo:
+                    raise _refuse(pos - 1, f"memo slot {arg} read before it was written")
+                if kind == _PUT:
+                    if arg > memo:
+                        raise _refuse(pos - 1, f"memo slot {arg} written out of order (next "
+                                      f"is {memo})")
+                    memo += arg == memo
+                if kind == _PROTO and not 2 <= arg <= pickle.HIGHEST_PROTOCOL:
+                    raise _refuse(pos - 1, f"protocol {arg} (2 to {pickle.HIGHEST_PROTOCOL} "
+                                  "accepted)")
+            pos += size
     raise SerializationError("pickle: truncated (no STOP)")
 
 
