@@ -83,12 +83,8 @@ class Frame(NamedTuple):
     what they mean is decided one layer up, so a later version can add values without touching
     this codec.
 
-    A frame is immutable. It is a named tuple rather than a frozen dataclass for one reason:
-    speed. Every call creates two frames on each side, and a named tuple is built about twice
-    as fast. The paths every call takes go one step further and build it as
-    ``tuple.__new__(Frame, (type, request_id, body, codec, status))``: the same tuple, without
-    the Python-level ``__new__`` that namedtuple generates, in half the time again. Later
-    stages build their envelope tuples (``Invocation``, ``Outcome``) the same way.
+    A frame is immutable: a named tuple, so it also unpacks like one
+    (``ftype, request_id, body, codec, status = frame``).
     """
 
     type: int
@@ -153,9 +149,11 @@ class FrameCodec:
         version: the protocol version this side speaks; frames of another version are refused.
     """
 
-    # Compact the buffer once this many consumed bytes sit at its front. Deleting the consumed
-    # prefix after every frame would copy the rest of the buffer each time (quadratic when many
-    # small frames arrive in one read); doing it in batches keeps decoding linear.
+    # Bytes received and not yet returned are _buffer[_pos:]. Deleting each frame from the
+    # front of the buffer as it is returned would move the rest of the buffer every time: with
+    # a thousand small frames in one read, a thousand moves of up to the whole read (quadratic).
+    # So the frames are read from a moving position, and the consumed front is deleted in one
+    # go once it passes this size, or when the buffer empties.
     _COMPACT_AT: Final = 64 * 1024
 
     def __init__(
@@ -165,11 +163,7 @@ class FrameCodec:
             raise ValueError(f"max_frame_size must be >= 0, got {max_frame_size}")
         self.max_frame_size = max_frame_size
         self.version = version
-        # What was received and not yet returned starts at _pos. Usually a read holds whole
-        # frames and nothing is left over: then _buffer is the bytes object that was fed,
-        # uncopied, and each body is sliced out of it once. Only when a frame straddles two
-        # reads do the bytes move into a bytearray that collects the rest.
-        self._buffer: bytes | bytearray = b""
+        self._buffer = bytearray()
         self._pos = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -187,16 +181,7 @@ class FrameCodec:
         """
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
-        buf = self._buffer
-        if self._pos == len(buf):  # nothing left over: keep the bytes as they are
-            self._buffer = bytes(data)
-            self._pos = 0
-        elif isinstance(buf, bytearray):
-            buf += data
-        else:  # a frame straddles two reads: collect it in a bytearray
-            self._buffer = bytearray(memoryview(buf)[self._pos:])
-            self._buffer += data
-            self._pos = 0
+        self._buffer += data
 
     def feed_eof(self) -> None:
         """Tell the codec the peer closed its side; later :meth:`next_frame` calls report any
@@ -219,6 +204,7 @@ class FrameCodec:
         available = len(buf) - pos
         if available < HEADER_SIZE:
             return self._need_data(available)
+        # The header alone decides whether we go on: it is checked before the body is awaited.
         magic, version, ftype, codec, status, _reserved, request_id, size = HEADER.unpack_from(
             buf, pos
         )
@@ -238,21 +224,13 @@ class FrameCodec:
         end = start + size
         if len(buf) < end:
             return self._need_data(available)
-        if isinstance(buf, bytes):
-            body = buf[start:end]
-            self._pos = end
+        body = bytes(buf[start:end])
+        if end == len(buf) or end >= self._COMPACT_AT:
+            del buf[:end]
+            self._pos = 0
         else:
-            with memoryview(buf) as view:  # one copy (slicing a bytearray copies twice)
-                body = view[start:end].tobytes()
-            if end == len(buf):
-                self._buffer = b""
-                self._pos = 0
-            elif end >= self._COMPACT_AT:
-                del buf[:end]
-                self._pos = 0
-            else:
-                self._pos = end
-        return tuple.__new__(Frame, (ftype, request_id, body, codec, status))
+            self._pos = end
+        return Frame(ftype, request_id, body, codec, status)
 
     def frames(self) -> Iterator[Frame]:
         """Yield every complete frame buffered so far (see :meth:`next_frame` for errors)."""

@@ -46,28 +46,9 @@ class MethodSpec:
 
     name: str
     signature: inspect.Signature
-    #: (fewest, most) positional arguments that fit with no keywords, or None when the signature
-    #: has ``*args``, keyword-only arguments without defaults or the like: the fast path of
-    #: :meth:`check_arguments`.
-    _positional_range: tuple[int, int] | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        kinds = [p.kind for p in self.signature.parameters.values()]
-        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        params = list(self.signature.parameters.values())
-        if all(k in plain or (k == inspect.Parameter.KEYWORD_ONLY and p.default is not p.empty)
-               for k, p in zip(kinds, params)):
-            positional = [p for p in params if p.kind in plain]
-            required = sum(p.default is p.empty for p in positional)
-            object.__setattr__(self, "_positional_range", (required, len(positional)))
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError, as a local call would, if the arguments do not fit the signature."""
-        # Fast path for the common call, positional arguments only: a length check instead of
-        # Signature.bind, which costs over a microsecond on every call on both sides.
-        fits = self._positional_range
-        if fits is not None and not kwargs and fits[0] <= len(args) <= fits[1]:
-            return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:

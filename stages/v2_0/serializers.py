@@ -42,9 +42,8 @@ import dataclasses
 import datetime
 import decimal
 import io
-import operator
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
@@ -63,7 +62,7 @@ from stages.v2_0.protos import rpc_envelope_pb2 as pb
 __all__ = [
     "Invocation", "ErrorInfo", "Outcome", "TypeRegistry", "Serializer", "PickleSerializer",
     "ProtobufSerializer", "AllowListUnpickler", "allowed_globals", "SERIALIZERS", "serializer_by_name",
-    "proto_type", "qualified_name", "record_fields",
+    "proto_type", "qualified_name",
 ]
 
 T = TypeVar("T", bound=type)
@@ -72,10 +71,7 @@ T = TypeVar("T", bound=type)
 # -- the envelope ----------------------------------------------------------------------------
 
 
-# The envelope types are named tuples, immutable like frozen dataclasses but built about twice as
-# fast: each call builds one of each on each side. The hot paths build them with
-# tuple.__new__(Outcome, (value, None)) rather than Outcome(value), for the reason given in
-# stages.v1_0.protocol.Frame.
+# The envelope types are named tuples: immutable, and they unpack like the tuples they are.
 
 
 class Invocation(NamedTuple):
@@ -262,23 +258,10 @@ class AllowListUnpickler(pickle.Unpickler):
     before it is imported.
     """
 
-    _allowed: Mapping[tuple[str, str], Any] = {}
-
     def __init__(self, data: bytes, registry: TypeRegistry | None = None, *,
                  allowed: Mapping[tuple[str, str], Any] | None = None) -> None:
         super().__init__(io.BytesIO(data))
         self._allowed = allowed if allowed is not None else allowed_globals(registry)
-
-    @classmethod
-    def bound_to(cls, allowed: Mapping[tuple[str, str], Any]) -> Callable[[io.BytesIO], Any]:
-        """A subclass with ``allowed`` built in, constructed as ``Sub(io.BytesIO(data))``.
-
-        The serializer unpickles on every call; a subclass that keeps the allow-list as a class
-        attribute and the C ``__init__`` of :class:`pickle.Unpickler` skips a Python-level
-        ``__init__`` per call.
-        """
-        return type(cls.__name__, (cls,), {"_allowed": allowed,
-                                           "__init__": pickle.Unpickler.__init__})
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._allowed.get((module, name))
@@ -297,23 +280,6 @@ def allowed_globals(registry: TypeRegistry | None) -> dict[tuple[str, str], Any]
     return allowed
 
 
-def record_fields(cls: type) -> tuple[str, ...] | None:
-    """The field names of a data class that pickle saves the default way, or None.
-
-    The default way is "this class, then the instance's ``__dict__``": no ``__slots__``, no
-    ``__new__`` of its own, and none of the methods by which a class takes over its own
-    pickling. Only such a class can travel as a record (see :class:`PickleSerializer`) and come
-    back exactly as pickle would have rebuilt it.
-    """
-    if not dataclasses.is_dataclass(cls) or any("__slots__" in vars(k) for k in cls.__mro__[:-1]):
-        return None
-    for method in ("__new__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__",
-                   "__getnewargs__", "__getnewargs_ex__"):
-        if getattr(cls, method, None) is not getattr(object, method, None):
-            return None
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
 class PickleSerializer(Serializer):
     """Python's pickle, loading through :class:`AllowListUnpickler`.
 
@@ -323,20 +289,6 @@ class PickleSerializer(Serializer):
 
     The envelope is a tuple: ``(address, method, args, kwargs)`` for a call;
     ``(True, value)`` or ``(False, (type, message, args, traceback))`` for an outcome.
-
-    **Records.** An answer that is one registered data class, the usual answer of a getter, is
-    sent as a *record*: its class and field names in one string, then its field values, as in
-    ``("stages.v2_0.user_stub.types.User(id,name,email)", (123456, "Alan Turing", "alan@..."))``.
-    Pickle's own way names the module and the class, has the receiver import them, and writes
-    every field name next to its value in every answer. The record is shorter, encodes in less
-    than half the time, decodes in three quarters of it, and its class is looked up in the
-    registry: nothing is imported. The instance is rebuilt the way pickle would rebuild it: an
-    empty instance whose ``__dict__`` gets the fields that were sent, without calling
-    ``__init__`` (by a function generated for the class, see :func:`_builder`).
-    Naming the fields keeps that true when the two sides' stub packages differ (a field added,
-    renamed or moved): the values land on the names the sender gave them, as with pickle's own
-    way, never on whatever field happens to sit at the same position. Anything else, including
-    data classes inside lists or other data classes, is pickled the standard way.
     """
 
     serializer_id = 2
@@ -348,42 +300,25 @@ class PickleSerializer(Serializer):
     def __init__(self, registry: TypeRegistry | None = None,
                  limits: DecodeLimits = DEFAULT_LIMITS) -> None:
         super().__init__(registry, limits)
-        self._unpickler = AllowListUnpickler.bound_to(allowed_globals(self.registry))
-        # class -> (its record name, a function returning its field values, how many there are)
-        self._record_of: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]], int]] = {}
-        # record name -> (how many values, a function building the instance from them): the
-        # records of this side's own stubs
-        self._record_named: dict[str, tuple[int, Callable[[tuple[Any, ...]], Any]]] = {}
-        for name, cls in self.registry.types.items():
-            fields = record_fields(cls)
-            if fields is not None:
-                record_name = f"{name}({','.join(fields)})"
-                self._record_of[cls] = (record_name, _getter(fields), len(fields))
-                self._record_named[record_name] = (len(fields), _builder(cls, fields))
+        self._allowed = allowed_globals(self.registry)
 
     def encode_invocation(self, invocation: Invocation) -> bytes:
         address, method, args, kwargs = invocation
-        return self._dumps((address, method, args if type(args) is tuple else tuple(args),
-                            kwargs if type(kwargs) is dict else dict(kwargs)))
+        return self._dumps((address, method, tuple(args), dict(kwargs)))
 
     def decode_invocation(self, data: bytes) -> Invocation:
         loaded = self._loads(data)
         if type(loaded) is tuple and len(loaded) == 4:
             address, method, args, kwargs = loaded
             if (type(address) is str and type(method) is str and type(args) is tuple
-                    and type(kwargs) is dict and (not kwargs or all(type(k) is str for k in kwargs))):
+                    and type(kwargs) is dict and all(type(k) is str for k in kwargs)):
                 self.check(loaded, len(data))
-                return tuple.__new__(Invocation, loaded)  # Invocation(*loaded), faster
+                return Invocation(address, method, args, kwargs)
         raise SerializationError("pickle: not a request envelope")
 
     def encode_outcome(self, outcome: Outcome) -> bytes:
         value, e = outcome
         if e is None:
-            record = self._record_of.get(type(value))
-            # Only the fields are sent: an instance holding more (a cached property, an
-            # attribute set later) is pickled whole.
-            if record is not None and len(value.__dict__) == record[2]:
-                return self._dumps((record[0], record[1](value)))
             return self._dumps((True, value))
         try:
             data = self._dumps((False, (e.type, e.message, tuple(e.args), e.traceback)))
@@ -399,11 +334,7 @@ class PickleSerializer(Serializer):
         ok, value = loaded
         if ok is True:
             self.check(value, len(data))
-            return tuple.__new__(Outcome, (value, None))
-        if type(ok) is str:
-            value = self._record(ok, value)
-            self.check(value, len(data))
-            return tuple.__new__(Outcome, (value, None))
+            return Outcome(value)
         if ok is False and type(value) is tuple and len(value) == 4:
             type_name, message, args, traceback = value
             if type(type_name) is str and type(message) is str and type(args) is tuple \
@@ -411,31 +342,6 @@ class PickleSerializer(Serializer):
                 self.check(args, len(data))
                 return Outcome(error=ErrorInfo(type_name, message, args, traceback))
         raise SerializationError("pickle: not a response envelope")
-
-    def _record(self, name: str, values: Any) -> Any:
-        size, build = self._record_named.get(name) or self._other_version(name)
-        if type(values) is not tuple or len(values) != size:
-            raise SerializationError(f"pickle: a {clip(name)} record needs {size} field values")
-        return build(values)
-
-    def _other_version(self, name: str) -> tuple[int, Callable[[tuple[Any, ...]], Any]]:
-        """A record of a registered class whose fields differ from ours (the sender's stub is
-        another version): its fields are the ones it names."""
-        class_name, _, rest = name.partition("(")
-        cls = self.registry.types.get(class_name)
-        if cls is None or record_fields(cls) is None or not rest.endswith(")"):
-            raise SerializationError(f"pickle: {clip(repr(name))} is not a record of a registered "
-                                     "data class")
-        fields = tuple(rest[:-1].split(",")) if rest != ")" else ()
-        if not all(field.isidentifier() for field in fields) or len(set(fields)) != len(fields):
-            raise SerializationError(f"pickle: bad field names in record {clip(repr(name))}")
-
-        def build(values: tuple[Any, ...]) -> Any:
-            instance: Any = object.__new__(cls)
-            instance.__dict__.update(zip(fields, values))
-            return instance
-
-        return len(fields), build
 
     def _dumps(self, value: object) -> bytes:
         try:
@@ -447,38 +353,12 @@ class PickleSerializer(Serializer):
     def _loads(self, data: bytes) -> Any:
         scan_pickle(data, self.limits)  # before a single opcode runs: see pickle_scan
         try:
-            return self._unpickler(io.BytesIO(data)).load()
+            return AllowListUnpickler(data, allowed=self._allowed).load()
         except pickle.UnpicklingError as exc:
             raise SerializationError(clip(f"pickle: {exc}")) from None
         except Exception as exc:  # malformed: EOFError, ValueError, TypeError of a constructor...
             raise SerializationError(clip(f"pickle cannot decode the payload: "
                                           f"{type(exc).__name__}: {exc}")) from None
-
-
-def _builder(cls: type, fields: tuple[str, ...]) -> Callable[[tuple[Any, ...]], Any]:
-    """A function of a tuple of field values that rebuilds an instance of ``cls`` the way pickle
-    does: an empty instance (no ``__init__``) whose ``__dict__`` gets the values by name.
-
-    It is generated once per class, as :mod:`dataclasses` generates ``__init__``: storing each
-    value under its literal name takes half the time of ``__dict__.update(zip(fields, values))``,
-    and a getter's answer is rebuilt on every call. The names are only ever written as string
-    literals (``repr``), so a field name cannot inject code.
-    """
-    stores = "".join(f"    d[{name!r}] = values[{i}]\n" for i, name in enumerate(fields))
-    source = (f"def build(values):\n    instance = new(cls)\n    d = instance.__dict__\n"
-              f"{stores}    return instance\n")
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    exec(source, namespace)  # the source holds only repr()s of field names
-    build: Callable[[tuple[Any, ...]], Any] = namespace["build"]
-    build.__qualname__ = f"build_{cls.__qualname__}"
-    return build
-
-
-def _getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """A function of an instance returning the tuple of its ``fields``, in C where it can be."""
-    if len(fields) >= 2:
-        return operator.attrgetter(*fields)  # returns a tuple for two names or more
-    return lambda instance: tuple(getattr(instance, name) for name in fields)
 
 
 # -- protobuf --------------------------------------------------------------------------------

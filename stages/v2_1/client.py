@@ -69,9 +69,6 @@ __all__ = ["Client", "ClientConnection", "rpc_timeout", "check_timeout"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Frame types as plain ints for the read loop (an enum member costs more to read than a global).
-_RESPONSE, _PING, _PONG, _GOAWAY = map(int, (FrameType.RESPONSE, FrameType.PING, FrameType.PONG,
-                                             FrameType.GOAWAY))
 
 _call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "rpc_call_timeout", default=None)
@@ -218,17 +215,17 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         try:
             while (frame := codec.next_frame()) is not NEED_DATA:
                 ftype = frame[0]
-                if ftype == _RESPONSE:
+                if ftype == FrameType.RESPONSE:
                     future = pending.pop(frame[1], None)
                     if future is None or future.done():
                         self.late_answers += 1  # its call timed out already: drop it
                     else:
                         future.set_result(frame)
-                elif ftype == _PONG:
+                elif ftype == FrameType.PONG:
                     pass
-                elif ftype == _PING:
+                elif ftype == FrameType.PING:
                     self.write(PONG_FRAME)
-                elif ftype == _GOAWAY:
+                elif ftype == FrameType.GOAWAY:
                     self._on_goaway(frame)
                 else:
                     raise RemoteProtocolError(f"unexpected frame type {ftype} from server")
