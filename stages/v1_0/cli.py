@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from stages.harness.bench import BenchResult, measure_concurrency_sweep, run_length
 from stages.harness.process import ServerProcess
@@ -26,7 +27,8 @@ from stages.v1_0.errors import RemoteError, RpcError
 from stages.v1_0.server import Server
 from stages.v1_0.service import SERVICE_NAME, UserService
 
-__all__ = ["main", "build_parser", "serve_until_signalled", "print_bench", "BENCH_LEVELS"]
+__all__ = ["main", "build_parser", "serve_until_signalled", "print_bench", "BENCH_LEVELS",
+           "add_limit_options", "limit_settings"]
 
 BENCH_LEVELS = (1, 4, 16, 64)
 
@@ -60,6 +62,22 @@ def build_parser(
         for command, subparser in sub.choices.items():
             add_options(command, subparser)
     return parser
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The ``server`` options for v1.0's limits (a later stage adds them to its own parser)."""
+    parser.add_argument("--max-frame-size", type=int, default=ServerConfig.max_frame_size,
+                        help="largest frame body accepted or sent (bytes)")
+    parser.add_argument("--frame-timeout", type=float, default=ServerConfig.frame_timeout,
+                        help="seconds a started frame may take to arrive")
+    parser.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
+                        help="connections open at once; more are refused")
+
+
+def limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`ServerConfig` keywords given by :func:`add_limit_options`'s options."""
+    return {"max_frame_size": args.max_frame_size, "frame_timeout": args.frame_timeout,
+            "max_connections": args.max_connections}
 
 
 async def serve_until_signalled(server: Server) -> None:
@@ -148,12 +166,22 @@ async def bench(calls: int | None, as_json: bool) -> int:
     return 0
 
 
+def add_options(command: str, parser: argparse.ArgumentParser) -> None:
+    if command == "server":
+        add_limit_options(parser)
+        parser.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout,
+                            help="close a connection silent this long (seconds)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser("python -m stages.v1_0", "v1.0: RPC over a raw asyncio socket").parse_args(argv)
+    args = build_parser("python -m stages.v1_0", "v1.0: RPC over a raw asyncio socket",
+                        add_options).parse_args(argv)
     if args.command == "demo":
         return asyncio.run(demo())
     if args.command == "server":
-        asyncio.run(serve_until_signalled(new_server(ServerConfig(host=args.host, port=args.port))))
+        config = ServerConfig(host=args.host, port=args.port, idle_timeout=args.idle_timeout,
+                              **limit_settings(args))
+        asyncio.run(serve_until_signalled(new_server(config)))
         return 0
     if args.command == "client":
         return asyncio.run(run_client(args.host, args.port, args.calls))

@@ -11,6 +11,17 @@ Two layers, kept apart on purpose:
 Everything that can go wrong with one client stays with that client. A frame that cannot be
 parsed is answered with an error where the header was readable, and that connection, and only
 that one, is closed. The server keeps serving everyone else.
+
+Nothing a client does makes the server hold memory without limit:
+
+* **Frames.** A frame's size is checked from its header (``max_frame_size``), so a connection
+  holds at most one unfinished frame, and at most ``max_connections`` connections are open.
+* **Answers.** An answer too large to send becomes a TOO_LARGE error for its request; the
+  connection goes on.
+* **Answers the client does not read.** When the transport's write buffer passes its high-water
+  mark, asyncio calls ``pause_writing``: the connection then stops reading requests until the
+  client has read enough for ``resume_writing``. A client that sends and never reads is slowed
+  down by TCP instead of filling the server's memory with answers.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from stages.v1_0.config import ServerConfig
-from stages.v1_0.errors import ProtocolError, RemoteProtocolError, Status
+from stages.v1_0.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, Status
 from stages.v1_0.messages import TEXT_CODEC, decode_request, encode_result
 from stages.v1_0.protocol import Frame, FrameCodec, FrameTooLargeError, FrameType
 
@@ -117,6 +128,32 @@ class Server:
             FrameType.RESPONSE, request_id, message.encode("utf-8", "replace"), status=status
         )
 
+    def encode_answer(self, codec: FrameCodec, answer: Frame) -> bytes:
+        """Encode an answer; one too large to send becomes a TOO_LARGE error for its request.
+
+        The request fitted in a frame, but its answer need not: an ``echo`` of a value near the
+        limit, a query that finds a lot. Sending it is out of the question (the client would
+        refuse to read it, and the limit is the server's promise too). Closing the connection,
+        as a protocol error would, is wrong as well: the call broke no rule, and on a connection
+        shared by many calls (v2.1) every other call would fail with it. So that one call gets
+        an error, and the connection goes on.
+
+        Every frame a server sends goes through here, error frames too, so none exceeds
+        ``codec.max_frame_size``: with a very small limit the error's message is cut short.
+        """
+        try:
+            return codec.encode(answer)
+        except LocalProtocolError as exc:
+            if exc.status != Status.TOO_LARGE:
+                raise
+        limit = codec.max_frame_size
+        log.info("answer to request %d is %d bytes, more than max_frame_size (%d): sent "
+                 "TOO_LARGE instead", answer.request_id, len(answer.body), limit)
+        error = self.error_frame(answer.request_id, Status.TOO_LARGE,
+                                 f"the answer is {len(answer.body)} bytes, more than this server "
+                                 f"sends (max_frame_size {limit} bytes)")
+        return codec.encode(error._replace(body=error.body[:limit]))
+
     def _lookup(self, service: str, method: str) -> Callable[..., Any]:
         methods = self._services.get(service)
         if methods is None:
@@ -188,6 +225,21 @@ class Server:
     def _attach(self, conn: ServerConnection) -> None:
         self._connections.add(conn)
 
+    def refusal(self, peer: object) -> Frame | None:
+        """The answer that turns a new connection away, or None to admit it.
+
+        Past ``max_connections`` a new connection is accepted (asyncio accepts before it asks
+        us) only to be told why and closed; a line in the log says so too. The frame has request
+        id 0, as for any error that belongs to no call.
+        """
+        open_now = len(self._connections)
+        if open_now < self.config.max_connections:
+            return None
+        log.warning("refusing a connection from %s: %d connections open (max_connections)",
+                    peer, open_now)
+        return self.error_frame(0, Status.UNAVAILABLE, f"too many connections ({open_now} open, "
+                                "max_connections); try again later")
+
     def _detach(self, conn: ServerConnection) -> None:
         self._connections.discard(conn)
 
@@ -202,6 +254,8 @@ class ServerConnection(asyncio.Protocol):
     Two timers protect the server from clients that hold a connection without using it: a frame
     that has started to arrive must be complete within ``frame_timeout``, and a connection with
     nothing in flight is closed after ``idle_timeout``.
+
+    A client that does not read its answers is pushed back: see :meth:`pause_writing`.
     """
 
     def __init__(self, server: Server) -> None:
@@ -211,25 +265,41 @@ class ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._partial_deadline: float | None = None
+        self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        refusal = self.server.refusal(transport.get_extra_info("peername"))
+        if refusal is not None:
+            transport.write(self.server.encode_answer(self.codec, refusal))
+            transport.close()
+            return
         self.transport = transport
         self.server._attach(self)
-        self._arm_timer()
+        self._arm_timer(frame_done=False)
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         self.codec.feed(data)
+        self._handle_frames()
+
+    def _handle_frames(self) -> None:
+        """Answer every complete frame in the codec, unless the client stops reading answers."""
+        transport = self.transport
+        assert transport is not None
+        frame_done = False
         try:
             for frame in self.codec.frames():
+                frame_done = True
                 if frame.type != FrameType.REQUEST:  # a client sends requests, nothing else
                     self._fail(RemoteProtocolError(
                         f"expected a REQUEST frame, got type {frame.type}"), frame.request_id)
                     return
-                transport.write(self.codec.encode(self.server.handle(frame)))
+                transport.write(self.server.encode_answer(self.codec, self.server.handle(frame)))
+                if self._writing_paused:
+                    break  # the rest waits in the codec until the client reads (resume_writing)
         except FrameTooLargeError as exc:
             # The header was readable, so this request gets a clear answer. The connection
             # cannot go on: we refuse to read (and so to skip) a body of that size.
@@ -238,7 +308,29 @@ class ServerConnection(asyncio.Protocol):
         except RemoteProtocolError as exc:
             self._fail(exc, 0)
             return
-        self._arm_timer()
+        self._arm_timer(frame_done)
+
+    def pause_writing(self) -> None:
+        """The client reads its answers more slowly than we make them: stop reading requests.
+
+        asyncio calls this when the transport's write buffer passes its high-water mark (64 KiB
+        by default). Requests already read wait, unparsed, in the codec; TCP's flow control then
+        stops the client from sending more. Without this, a client that sends requests and
+        never reads the answers would make the server buffer answers until memory runs out.
+        """
+        self._writing_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The client caught up (the buffer fell below its low-water mark): read again."""
+        self._writing_paused = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._handle_frames()  # requests that waited in the codec first
+        if not self._writing_paused and not transport.is_closing():
+            transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         # The client finished sending. Whatever it sent has been answered; a half frame left in
@@ -260,16 +352,24 @@ class ServerConnection(asyncio.Protocol):
     def _fail(self, exc: ProtocolError, request_id: int) -> None:
         log.info("closing connection after protocol error: %s", exc)
         assert self.transport is not None
-        self.transport.write(
-            self.codec.encode(Server.error_frame(request_id, exc.status, str(exc)))
-        )
+        self.transport.write(self.server.encode_answer(
+            self.codec, Server.error_frame(request_id, exc.status, str(exc))))
         self.transport.close()
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, frame_done: bool) -> None:
+        """Set the one timer this connection has: the frame deadline or the idle deadline.
+
+        A frame's deadline runs from the read in which its first bytes arrived, so it measures
+        that frame alone. When a read completes a frame, the bytes left in the codec are the
+        start of the next frame: its deadline starts now. When a read completes nothing, the
+        frame that is arriving keeps the deadline it has, so trickling bytes cannot move it.
+        While we do not read (the client does not read its answers), frames in the codec wait
+        on us, not on the client: only the idle deadline runs.
+        """
         loop = asyncio.get_running_loop()
-        if self.codec.buffered:
-            if self._partial_deadline is not None:
-                return  # a frame is still arriving: its deadline stands, trickling won't move it
+        if self.codec.buffered and not self._writing_paused:
+            if self._partial_deadline is not None and not frame_done:
+                return  # the same frame is still arriving: its deadline stands
             self._partial_deadline = deadline = loop.time() + self.server.config.frame_timeout
         else:
             self._partial_deadline = None
@@ -280,7 +380,14 @@ class ServerConnection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self.transport is not None:
-            what = "incomplete frame" if self.codec.buffered else "idle connection"
-            log.info("closing %s after timeout", what)
-            self.transport.close()
+        if self.transport is None:
+            return
+        if self._writing_paused:
+            # It has read none of its answers for idle_timeout: it will not read the rest, and
+            # close() would wait for them to leave. Drop the connection and what it holds.
+            log.info("aborting a connection whose client reads no answers")
+            self.transport.abort()
+            return
+        what = "incomplete frame" if self._partial_deadline is not None else "idle connection"
+        log.info("closing %s after timeout", what)
+        self.transport.close()

@@ -4,12 +4,17 @@ What changed since v2.0, module by module:
 
 * :mod:`~stages.v2_1.protocol`: v1.0's frames plus PING, PONG and GOAWAY;
 * :mod:`~stages.v2_1.heartbeat` (new): when a silent peer is declared dead, as a pure state machine;
-* :mod:`~stages.v2_1.config`: heartbeat, ping policy, call limit, reconnection backoff;
-* :mod:`~stages.v2_1.server`: the connection rewritten (multiplexed, concurrent coroutine calls,
-  push back, idle close, ping strikes, graceful shutdown); dispatch inherited from v2.0;
+* :mod:`~stages.v2_1.config`: heartbeat, ping policy, call limits (per connection and per
+  server), the thread pool's size, reconnection backoff;
+* :mod:`~stages.v2_1.server`: the connection rewritten (multiplexed; coroutine methods as
+  tasks, plain ones in a thread pool unless bound ``inline``; push back, idle close, ping
+  strikes, graceful shutdown); dispatch inherited from v2.0;
+* :mod:`~stages.v2_1.timer_stub` (new): methods that take time, as a coroutine and as a
+  blocking call;
 * :mod:`~stages.v2_1.client`: a shared connection with pending calls by request id, deadlines,
   heartbeat and reconnection; v2.0's proxies inherited, only ``exchange`` replaced;
-* :mod:`~stages.v2_1.bench`: the comparison with ``grpc.aio`` and a bare asyncio echo.
+* :mod:`~stages.v2_1.bench`: the comparison with ``grpc.aio`` and a bare asyncio echo, and what
+  each way of running a method costs.
 
 Unchanged and imported: the frame codec (v1.0), interfaces, proxies, serializers and errors
 (v2.0).
@@ -34,7 +39,7 @@ from stages.v2_1.errors import (
 )
 from stages.v2_1.heartbeat import Action, Heartbeat, detection_budget
 from stages.v2_1.protocol import PROTOCOL_VERSION, Frame, FrameCodec, FrameType, GoAway
-from stages.v2_1.server import Server, ServerConnection
+from stages.v2_1.server import Run, Server, ServerConnection
 
 STAGE = "2.1"
 
@@ -43,7 +48,7 @@ __all__ = [
     "rpc_api", "api_spec", "address_of", "ApiSpec", "MethodSpec", "proto_type",
     "PickleSerializer", "ProtobufSerializer",
     "Client", "ClientConnection", "rpc_timeout", "ClientConfig", "ServerConfig", "Server",
-    "ServerConnection", "Heartbeat", "Action", "detection_budget",
+    "ServerConnection", "Run", "Heartbeat", "Action", "detection_budget",
     "RpcError", "ProtocolError", "TransportError", "ConnectionClosedError", "RpcTimeoutError",
     "RemoteError", "RemoteException", "ConfigError", "SerializationError", "ApiDefinitionError",
     "Status",

@@ -20,10 +20,17 @@ library's state: with glibc, until the process has once freed a large allocation
 such read is an ``mmap``, an ``mremap`` and a ``munmap`` more. The buffered echo never pays that,
 whatever the state, so the ratios against it are the ones that do not depend on it; both are
 given.
+
+:func:`dispatch_paths` measures something else: what each way a v2.1 server runs a method
+(:class:`~stages.v2_1.server.Run`: inline, in the thread pool, as a task) costs per call, with
+methods that do nothing, so that the difference between the paths is all there is to see. It
+runs client and server in this process, on one event loop: the figures include the client's
+work, the same for every path.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -42,11 +49,14 @@ from stages.harness.bench import (
 from stages.harness.peers.echo_peer import EchoPeerClient
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds
+from stages.v2_0.api import rpc_api
 from stages.v2_0.user_stub import InventoryApi, UserApi
 from stages.v2_1.client import Client
+from stages.v2_1.server import Run, Server
 
 __all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS",
-           "cpu_split", "placement", "ServerStarter"]
+           "cpu_split", "placement", "ServerStarter", "dispatch_paths", "PathCost", "PathsApi",
+           "PathsImpl"]
 
 LEVELS = (1, 4, 16, 64)
 SMALL_BODY = b"x" * 100
@@ -243,3 +253,66 @@ async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64), serializer:
                                    server_cpu / elapsed))
         await client.aclose()
     return shares
+
+
+@rpc_api(namespace="bench")
+class PathsApi(abc.ABC):
+    """Three methods that do nothing, one for each way a v2.1 server runs a method."""
+
+    @abc.abstractmethod
+    def inline(self) -> int:
+        """Bound with ``inline=``: runs on the event loop."""
+
+    @abc.abstractmethod
+    def thread(self) -> int:
+        """A plain method: runs in the server's thread pool."""
+
+    @abc.abstractmethod
+    def task(self) -> int:
+        """Implemented as a coroutine: runs as its own task."""
+
+
+class PathsImpl(PathsApi):
+    def inline(self) -> int:
+        return 1
+
+    def thread(self) -> int:
+        return 1
+
+    async def task(self) -> int:  # type: ignore[override]
+        return 1
+
+
+@dataclass(frozen=True)
+class PathCost:
+    """What calls of one path cost: one at a time, and with 64 in flight."""
+
+    run: Run
+    p50_us: float
+    tps_64: float
+
+    @property
+    def us_per_call_64(self) -> float:
+        """Microseconds per call with 64 in flight (the inverse of the throughput)."""
+        return 1e6 / self.tps_64
+
+
+async def dispatch_paths(n: int, serializer: str = "pickle") -> list[PathCost]:
+    """Measure each way of running a method (:class:`Run`), in this process.
+
+    Args:
+        n: calls measured one at a time per path; four times as many with 64 in flight.
+    """
+    server = Server()
+    server.bind(PathsApi, PathsImpl(), inline=("inline",))
+    costs = []
+    async with server:
+        client = Client(*server.address)
+        api = client.async_proxy(PathsApi, serializer=serializer)
+        for run in (Run.INLINE, Run.THREAD, Run.TASK):
+            call = getattr(api, run.value)
+            one = await measure_sequential(call, n, label=f"{run.value} one at a time")
+            many = await measure_closed_loop(call, 4 * n, 64, label=f"{run.value} 64 in flight")
+            costs.append(PathCost(run, one.p50 * 1e6, many.tps))
+        await client.aclose()
+    return costs

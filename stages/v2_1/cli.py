@@ -12,11 +12,23 @@ import time
 from collections.abc import Sequence
 
 from stages.harness.bench import run_length
-from stages.v1_0.cli import build_parser, print_bench, serve_until_signalled
-from stages.v2_0.cli import NAMES, run_client
+from stages.v1_0.cli import (
+    add_limit_options,
+    build_parser,
+    limit_settings,
+    print_bench,
+    serve_until_signalled,
+)
+from stages.v2_0.cli import NAMES, add_traceback_option, run_client
 from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
 from stages.v2_0.user_stub import InventoryApi, UserApi
-from stages.v2_1.bench import median_ratios, ratios, run_comparison, where_time_goes
+from stages.v2_1.bench import (
+    dispatch_paths,
+    median_ratios,
+    ratios,
+    run_comparison,
+    where_time_goes,
+)
 from stages.v2_1.client import Client, rpc_timeout
 from stages.v2_1.config import ClientConfig, ServerConfig
 from stages.v2_1.errors import RpcError, RpcTimeoutError
@@ -27,10 +39,15 @@ __all__ = ["main", "new_server"]
 
 
 def new_server(config: ServerConfig | None = None) -> Server:
-    """A v2.1 server with the demo implementations bound (v2.0's, plus the async timer)."""
+    """A v2.1 server with the demo implementations bound (v2.0's, plus the timer).
+
+    v2.0's implementations compute from memory and never wait, so they run inline, on the
+    event loop. The timer's ``sleep`` is a coroutine (a task); its ``block`` blocks a thread
+    (the thread pool).
+    """
     server = Server(config)
-    server.bind(UserApi, UserApiImpl())
-    server.bind(InventoryApi, InventoryApiImpl())
+    server.bind(UserApi, UserApiImpl(), inline=True)
+    server.bind(InventoryApi, InventoryApiImpl(), inline=True)
     server.bind(TimerApi, TimerImpl())
     return server
 
@@ -38,7 +55,7 @@ def new_server(config: ServerConfig | None = None) -> Server:
 async def demo() -> int:
     # The demo's heartbeat is fast (0.2 s) so that it shows within a second; the server must
     # then allow pings that often, or it would answer GOAWAY too_many_pings.
-    async with new_server(ServerConfig(min_ping_interval=0.1)) as server:
+    async with new_server(ServerConfig(min_ping_interval=0.1, send_tracebacks=True)) as server:
         host, port = server.address
         print(f"server on {host}:{port}")
         client = Client(host, port, ClientConfig(heartbeat_interval=0.2))
@@ -91,11 +108,15 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
         curves = await run_comparison(n, serializer=serializer, pin=pin)
         all_ratios.append(ratios(curves))
     summary = median_ratios(all_ratios)
+    paths = await dispatch_paths(n, serializer)
     if as_json:
         print(json.dumps({"runs": runs, "calls": n, "serializer": serializer, "pinned": pin,
                           "median_ratios": summary, "ratios_per_run": all_ratios,
                           "last_run": {k: [r.summary() for r in v.values()]
-                                       for k, v in curves.items()}}, indent=2))
+                                       for k, v in curves.items()},
+                          "dispatch_paths": {c.run.value: {"p50_us": c.p50_us,
+                                                           "tps_64": c.tps_64}
+                                             for c in paths}}, indent=2))
         return 0
     print_bench(curves, as_json=False)
     placement = "client and servers pinned to separate CPUs" if pin else "unpinned"
@@ -109,6 +130,10 @@ async def bench(calls: int | None, runs: int | None, serializer: str, as_json: b
         print(f"  {share.in_flight:>3} in flight: {share.tps:8.0f} calls/s; CPU per call: client "
               f"{share.client_us_per_call:5.1f} µs, server {share.server_us_per_call:5.1f} µs; "
               f"busy: client {share.client_busy:4.0%}, server {share.server_busy:4.0%}")
+    print("\nhow a method runs, and what it costs per call (client and server in this process):")
+    for cost in paths:
+        print(f"  {cost.run.value:<7} one at a time: p50 {cost.p50_us:6.1f} µs;  64 in flight: "
+              f"{cost.tps_64:8.0f} calls/s = {cost.us_per_call_64:5.1f} µs per call")
     return 0
 
 
@@ -127,6 +152,15 @@ def add_options(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--min-ping-interval", type=float,
                             default=ServerConfig.min_ping_interval)
         parser.add_argument("--shutdown-grace", type=float, default=ServerConfig.shutdown_grace)
+        add_limit_options(parser)
+        parser.add_argument("--max-concurrent-calls", type=int,
+                            default=ServerConfig.max_concurrent_calls,
+                            help="calls of one connection running at once")
+        parser.add_argument("--max-server-calls", type=int, default=ServerConfig.max_server_calls,
+                            help="calls of all connections running at once")
+        parser.add_argument("--max-workers", type=int, default=ServerConfig.max_workers,
+                            help="threads that run plain (blocking) methods")
+        add_traceback_option(parser)
     if command == "client":
         parser.add_argument("--heartbeat-interval", type=float,
                             default=ClientConfig.heartbeat_interval)
@@ -142,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_config = ServerConfig(host=args.host, port=args.port,
                                      idle_timeout=args.idle_timeout,
                                      min_ping_interval=args.min_ping_interval,
-                                     shutdown_grace=args.shutdown_grace)
+                                     shutdown_grace=args.shutdown_grace,
+                                     max_concurrent_calls=args.max_concurrent_calls,
+                                     max_server_calls=args.max_server_calls,
+                                     max_workers=args.max_workers,
+                                     send_tracebacks=args.send_tracebacks, **limit_settings(args))
         asyncio.run(serve_until_signalled(new_server(server_config)))
         return 0
     if args.command == "client":

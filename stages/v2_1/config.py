@@ -4,13 +4,30 @@ The two sides' heartbeat settings must agree: the server closes a connection tha
 silent for its ``idle_timeout``, so that must be longer than the clients' ``heartbeat_interval``,
 or the server would cut off healthy idle clients between two pings. The defaults keep a factor
 of 3 (client pings after 5 s of silence; server closes after 15 s).
+
+The server's limits say how much one client, and all of them together, may make it hold (the
+reason for each default is given with the setting, in :class:`ServerConfig`):
+
+======================  =======  ==============================================================
+setting                 default  what it bounds
+======================  =======  ==============================================================
+max_frame_size          16 MiB   one frame, in and out (v1.0); a connection holds at most one
+                                 unfinished frame
+max_connections         1000     connections open at once (v1.0)
+max_concurrent_calls    1000     calls of one connection running at once
+max_server_calls        10000    calls of all connections running at once
+max_workers             32       threads running plain (blocking) methods
+======================  =======  ==============================================================
+
+Every duration is a finite number of seconds (v1.0's ``check_positive`` refuses ``inf`` and
+``nan``): each becomes an event-loop timer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.v1_0.config import check_positive
+from stages.v1_0.config import check_count, check_positive
 from stages.v2_0 import config as v2_0
 from stages.v2_0.errors import ConfigError
 
@@ -31,6 +48,19 @@ class ServerConfig(v2_0.ServerConfig):
         max_concurrent_calls: calls of one connection running at once. Past it the server stops
             reading from that connection until calls finish: TCP then pushes back on the client,
             instead of the server buffering without limit.
+        max_server_calls: calls of all connections running at once. Past it *every* connection
+            stops reading, and they read again once a quarter of the calls have finished. The
+            per-connection limit alone would let 1000 clients start a million calls; this one
+            bounds the server's memory whatever the number of clients (each call holds its
+            arguments, a task or a queued thread-pool item, and then its answer). 10,000 calls
+            of a few kilobytes each stay within tens of megabytes.
+        max_workers: threads of the pool that runs plain (``def``) methods, so that a method
+            that blocks (on a disk, a lock, a C library) blocks its thread and not the event
+            loop. 32 is what the standard library's own executor settles on for many cores
+            (``min(32, cpu_count + 4)``) and close to Starlette's 40: enough for many slow
+            calls at once; more would not make pure-Python work faster (the GIL runs one thread
+            at a time) and each thread costs a stack. Calls past it wait for a free thread
+            (still counted by both call limits).
         shutdown_grace: seconds a graceful shutdown waits for calls in flight before closing.
     """
 
@@ -38,11 +68,14 @@ class ServerConfig(v2_0.ServerConfig):
     min_ping_interval: float = 1.0
     max_ping_strikes: int = 2
     max_concurrent_calls: int = 1000
+    max_server_calls: int = 10_000
+    max_workers: int = 32
     shutdown_grace: float = 5.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "min_ping_interval", "max_concurrent_calls", "shutdown_grace")
+        check_positive(self, "min_ping_interval", "shutdown_grace")
+        check_count(self, "max_concurrent_calls", "max_server_calls", "max_workers")
         if isinstance(self.max_ping_strikes, bool) or not isinstance(self.max_ping_strikes, int) \
                 or self.max_ping_strikes < 0:
             raise ConfigError(f"ServerConfig.max_ping_strikes must be an int >= 0, got "
@@ -87,7 +120,10 @@ class ClientConfig(v2_0.ClientConfig):
                 f"ClientConfig.idle_timeout ({self.idle_timeout} s) must be at least twice the "
                 f"heartbeat_interval ({self.heartbeat_interval} s): otherwise one late pong "
                 "closes a healthy connection")
-        if not 0 <= self.backoff_jitter < 1:
+        jitter = self.backoff_jitter
+        # Checked by hand (0 is allowed); NaN fails the comparison, so it is refused too.
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) \
+                or not 0 <= jitter < 1:
             raise ConfigError(f"ClientConfig.backoff_jitter must be in [0, 1), got "
                               f"{self.backoff_jitter!r}")
         if self.backoff_multiplier < 1:

@@ -6,36 +6,71 @@ the outcome). What v2.1 replaces is the connection: :class:`ServerConnection` is
 because a connection is no longer one request and one answer but a stream of both, in any order,
 for as long as the client lives.
 
-* **Concurrency within a connection.** A plain method runs at once, inline, as in v2.0: it holds
-  the event loop only for as long as it computes. A coroutine method (``async def``) runs as its
-  own task, so a call that waits (on a database, on another service) does not hold up the calls
-  behind it; its answer goes out when it is ready, in whatever order that is. Answers are
-  matched to calls by request id on the client.
-* **Push back.** At most ``max_concurrent_calls`` tasks run per connection. Past that the server
-  stops reading the connection; frames already read wait in the codec, and TCP's flow control
-  slows the client down. Nothing grows without limit.
+* **Three ways to run a method.** Calls of one connection must not wait for each other, and
+  nothing a method does may stop the event loop, which serves every client's calls *and*
+  heartbeats. So how a method runs is decided once, when it is bound (:class:`Run`), as
+  Starlette and FastAPI decide it:
+
+  - a coroutine method (``async def``) runs as its own task on the event loop: a call that
+    waits (on a database, on another service) holds up nobody;
+  - a plain method (``def``) runs in a thread pool of ``max_workers`` threads. The server cannot
+    tell whether a plain method blocks (``time.sleep``, a disk, a lock, a library without
+    asyncio), and one that blocks on the event loop would stall every client for as long;
+  - a plain method known to be quick, pure computation that never waits, may run *inline*, on
+    the event loop, at once, as in v2.0: ``bind(Api, impl, inline=True)``, or
+    ``inline=("get_user",)`` for some methods. It saves the trip to a thread and back (the
+    benchmark measures each way), and is a promise the method keeps.
+
+  Answers go out when they are ready, in whatever order that is; the client matches them to
+  calls by request id. So a request id may not be reused while its call runs: the answer
+  would belong to two calls. The server refuses such a connection with a protocol error.
+* **Push back.** Whatever a client sends, the server holds a bounded amount for it, and past
+  each bound it stops *reading* (frames already read wait in the codec, and TCP's flow control
+  slows the client down) instead of buffering more:
+
+  - calls running: at most ``max_concurrent_calls`` per connection and ``max_server_calls`` on
+    the whole server; the latter stops every connection until a quarter of them have finished
+    (a high- and a low-water mark, so that connections do not flap on every call);
+  - answers the client does not read: when the transport's write buffer passes its high-water
+    mark (``pause_writing``), until it drains (``resume_writing``);
+  - unfinished frames: one per connection, at most ``max_frame_size`` (v1.0), on at most
+    ``max_connections`` connections (v1.0).
+
+  An answer larger than ``max_frame_size`` becomes a TOO_LARGE error for its call (v1.0's
+  ``encode_answer``); the connection and its other calls go on.
 * **Heartbeat.** Every byte read counts as a sign of life. A client PING is answered with PONG.
-  A connection silent for ``idle_timeout`` is closed, and everything held for it (tasks, buffers,
-  its entry in the connection table) is released. A client that pings more often than
-  ``min_ping_interval`` collects strikes, and past ``max_ping_strikes`` it gets GOAWAY
-  ``too_many_pings`` and is disconnected.
+  A connection silent for ``idle_timeout`` is closed, and everything held for it (running calls,
+  buffers, its entry in the connection table) is released. While the server pushes back because
+  of its *own* calls, silence proves nothing, and the verdict waits; a client that does not read
+  its answers gets no such allowance. A frame must arrive within ``frame_timeout`` of its first
+  byte. A client that pings more often than ``min_ping_interval`` collects strikes, and past
+  ``max_ping_strikes`` it gets GOAWAY ``too_many_pings`` and is disconnected.
+* **Cancellation.** When a connection closes, every call it started is cancelled: a task at its
+  next ``await``, a thread-pool call that has not started yet never starts. A thread-pool call
+  already running cannot be interrupted (Python cannot stop a thread): it runs to its end, and
+  its result is dropped; nothing is written to the closed connection.
 * **Graceful shutdown.** :meth:`Server.aclose` stops accepting, sends GOAWAY ``shutdown`` to every
-  client, lets the calls in flight finish within ``shutdown_grace``, then closes. Requests that
-  arrive after the GOAWAY are refused with UNAVAILABLE *without being run*, so a client may
-  safely send them elsewhere.
+  client, lets the calls in flight (tasks and thread-pool calls) finish within
+  ``shutdown_grace``, then closes, and shuts the thread pool down. Requests that arrive after the
+  GOAWAY are refused with UNAVAILABLE *without being run*, so a client may safely send them
+  elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import inspect
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import CoroutineType
 from typing import Any
 
 from stages.v2_0 import server as v2_0
-from stages.v2_0.errors import ProtocolError, RemoteProtocolError, Status
+from stages.v2_0.api import api_spec
+from stages.v2_0.errors import ApiDefinitionError, ProtocolError, RemoteProtocolError, Status
 from stages.v2_0.serializers import Invocation, Outcome, Serializer
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
@@ -52,29 +87,85 @@ from stages.v2_1.protocol import (
 from stages.v2_1.reader import OwnBufferReader
 from stages.v2_1.writer import BatchedWriter
 
-__all__ = ["Server", "ServerConnection"]
+__all__ = ["Server", "ServerConnection", "Run"]
 
 log = logging.getLogger(__name__)
 
-# The frame types as plain ints: the loop below compares every frame's type, and reading an
-# enum member costs several times more than reading a global.
-_REQUEST, _PING, _PONG = int(FrameType.REQUEST), int(FrameType.PING), int(FrameType.PONG)
-_OK = Status.OK
+
+class Run(enum.Enum):
+    """How the server runs a bound method; decided once, when the method is bound."""
+
+    #: As its own asyncio task on the event loop: coroutine methods (``async def``).
+    TASK = "task"
+    #: In the server's thread pool: plain methods, which may block.
+    THREAD = "thread"
+    #: On the event loop, at once: plain methods bound with ``inline=``, known to be quick.
+    INLINE = "inline"
+
+
+def _is_coroutine_method(fn: object) -> bool:
+    # unwrap(): a method decorated with functools.wraps is judged by the function it wraps.
+    return callable(fn) and inspect.iscoroutinefunction(inspect.unwrap(fn))
 
 
 class Server(v2_0.Server):
     """A v2.0 server whose connections are long-lived and multiplexed.
 
-    Usage is v2.0's (``bind``, ``start``, ``serve_forever``); ``aclose`` is now graceful.
+    Usage is v2.0's (``bind``, ``start``, ``serve_forever``); ``bind`` takes ``inline=`` for
+    plain methods that may run on the event loop, and ``aclose`` is now graceful.
     """
 
     config: ServerConfig
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         super().__init__(config or ServerConfig())
+        #: How each bound method runs, by (API address, method name).
+        self.runs: dict[tuple[str, str], Run] = {}
+        #: Calls running now on every connection: tasks and thread-pool calls.
+        self.calls_running = 0
+        self._waiting_for_room: set[ServerConnection] = set()
+        self._pool: ThreadPoolExecutor | None = None
 
     def check_method(self, implementation: object, name: str, fn: Callable[..., Any]) -> None:
         """Coroutine methods are welcome from v2.1 on: each call runs as its own task."""
+
+    def bind(self, interface: type, implementation: object, *,
+             inline: bool | Collection[str] = False) -> str:
+        """Bind ``implementation`` to the address of ``interface`` (as v2.0), and decide how
+        each of its methods runs (:class:`Run`).
+
+        Args:
+            inline: plain methods to run on the event loop instead of the thread pool: True for
+                all of them, or a collection of names. Only for methods that never block and
+                return quickly: while one runs, no other client is served.
+
+        Returns:
+            The API address.
+
+        Raises:
+            ApiDefinitionError: as v2.0's ``bind``; or ``inline`` names a method the interface
+                does not declare, or a coroutine method (those always run as tasks).
+        """
+        spec = api_spec(interface)
+        if isinstance(inline, str):
+            raise ApiDefinitionError(f"inline= takes a collection of names, e.g. "
+                                     f"inline=({inline!r},)")
+        chosen = set(spec.methods) if inline is True else set(inline or ())
+        if unknown := chosen - set(spec.methods):
+            raise ApiDefinitionError(f"inline= names {sorted(unknown)}, which "
+                                     f"{interface.__qualname__} does not declare")
+        if inline is not True:
+            for name in sorted(chosen):
+                if _is_coroutine_method(getattr(implementation, name, None)):
+                    raise ApiDefinitionError(f"{type(implementation).__qualname__}.{name} is a "
+                                             "coroutine: it runs as a task, never inline")
+        address = super().bind(interface, implementation)
+        for name, fn in self._bindings[address].methods.items():
+            if _is_coroutine_method(fn):
+                self.runs[address, name] = Run.TASK
+            else:
+                self.runs[address, name] = Run.INLINE if name in chosen else Run.THREAD
+        return address
 
     def make_connection(self) -> ServerConnection:
         return ServerConnection(self)
@@ -84,12 +175,54 @@ class Server(v2_0.Server):
         """The open connections (for tests and monitoring)."""
         return list(self._connections)  # type: ignore[arg-type]
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads that run plain methods: made on first use, shut down by :meth:`aclose`.
+
+        A thread cannot be stopped from outside, and Python waits for the pool's threads when
+        it exits: a plain method that never returns keeps the server process from exiting.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.max_workers,
+                                            thread_name_prefix="rpc-method")
+        return self._pool
+
+    # -- calls running on the whole server (max_server_calls) ----------------------------------
+
+    @property
+    def full(self) -> bool:
+        """True while ``max_server_calls`` calls are running: no connection takes more."""
+        return self.calls_running >= self.config.max_server_calls
+
+    def wait_for_room(self, conn: ServerConnection) -> None:
+        """``conn`` stopped reading because the server is full: wake it when there is room."""
+        self._waiting_for_room.add(conn)
+
+    def calls_ended(self, count: int = 1) -> None:
+        """``count`` calls finished or were cancelled.
+
+        The connections that stopped reading because the server was full read again once a
+        quarter of the calls have finished (the low-water mark), not at the first free slot:
+        waking them all for one slot would have all but one stop again at once.
+        """
+        self.calls_running -= count
+        limit = self.config.max_server_calls
+        if self._waiting_for_room and self.calls_running <= 3 * limit // 4:
+            waiting, self._waiting_for_room = self._waiting_for_room, set()
+            for conn in waiting:
+                conn.wake()
+
+    def _detach(self, conn: v2_0.ServerConnection) -> None:
+        super()._detach(conn)
+        self._waiting_for_room.discard(conn)
+
     async def aclose(self, grace: float | None = None) -> None:
         """Shut down gracefully: stop accepting, GOAWAY, finish calls in flight, close.
 
         Args:
             grace: seconds to wait for calls in flight; ``config.shutdown_grace`` when None.
-                Calls still running after it are cancelled.
+                Calls still running after it are cancelled (a thread-pool call that has
+                started runs on to its end, unheard).
         """
         server, self._server = self._server, None
         if server is None:
@@ -98,7 +231,7 @@ class Server(v2_0.Server):
         connections = self.connections
         for conn in connections:
             conn.go_away(GoAway.SHUTDOWN)
-        running = [task for conn in connections for task in conn.running.values()]
+        running = [call for conn in connections for call in conn.running.values()]
         if running:
             await asyncio.wait(running, timeout=self.config.shutdown_grace if grace is None else grace)
         for conn in connections:
@@ -110,6 +243,10 @@ class Server(v2_0.Server):
         for conn in connections:
             if not conn.lost.done():
                 conn.abort()
+        if self._pool is not None:
+            # Queued calls are dropped; running ones cannot be stopped, and are not waited for.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         await server.wait_closed()
 
 
@@ -121,13 +258,16 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         self.config = config = server.config
         self.codec = FrameCodec(max_frame_size=config.max_frame_size)
         self.transport: asyncio.Transport | None = None
-        #: Coroutine calls running now, by request id.
-        self.running: dict[int, asyncio.Task[Any]] = {}
+        #: Calls running now, by request id: tasks and thread-pool calls.
+        self.running: dict[int, asyncio.Future[Any]] = {}
         self.going_away = False
         self._loop = asyncio.get_running_loop()
         self._heartbeat = Heartbeat(None, config.idle_timeout, self._loop.time())
         self._timer: asyncio.TimerHandle | None = None
+        # Why we may have stopped reading: too many calls running, here or on the whole server
+        # (our own doing), or the client is not reading its answers (its doing).
         self._reading_paused = False
+        self._writing_paused = False
         self._partial_since: float | None = None
         self._last_ping = float("-inf")
         self._strikes = 0
@@ -138,6 +278,11 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        refusal = self.server.refusal(transport.get_extra_info("peername"))
+        if refusal is not None:  # max_connections are open already
+            transport.write(self.server.encode_answer(self.codec, refusal))
+            transport.close()
+            return
         self.transport = transport
         self.server._attach(self)  # type: ignore[arg-type]
         self._heartbeat.on_read(self._loop.time())
@@ -148,26 +293,32 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         self._heartbeat.last_read = now  # inlined on_read(): this runs for every read
         codec = self.codec
         codec.feed(data)
-        self._process()
-        if codec.buffered and not self._reading_paused:
-            if self._partial_since is None:
-                # A frame has started to arrive: it must be complete within frame_timeout.
-                self._partial_since = now
-                deadline = now + self.config.frame_timeout
-                if self._timer is None or self._timer.when() > deadline:
-                    self._schedule(deadline)
-        else:
+        frame_done = self._process()
+        # frame_timeout measures one frame, from the read that brought its first bytes. If this
+        # read completed a frame, the bytes left are a frame that started arriving now; if it
+        # completed none, the frame arriving keeps its start, so trickling cannot move it.
+        # Frames that wait because we stopped reading wait on us, not on the client.
+        if not codec.buffered or self._reading_paused or self._writing_paused:
             self._partial_since = None
+        elif frame_done or self._partial_since is None:
+            self._partial_since = now
+            deadline = now + self.config.frame_timeout
+            if self._timer is None or self._timer.when() > deadline:
+                self._schedule(deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Release everything held for this client: its running calls, its timer, its buffers and
-        # its entry in the server's table.
+        # its entry in the server's tables. A task is cancelled at its next await; a thread-pool
+        # call that has not started never will; one that has started cannot be interrupted (no
+        # thread can be stopped from outside): it runs to its end, and _call_done drops its
+        # result, since the call is no longer in ``running``.
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in self.running.values():
-            task.cancel()
-        self.running.clear()
+        running, self.running = self.running, {}
+        for call in running.values():
+            call.cancel()
+        self.server.calls_ended(len(running))
         self.transport = None
         self.codec = FrameCodec(max_frame_size=0)
         self.server._detach(self)  # type: ignore[arg-type]
@@ -175,54 +326,70 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
             self.lost.set_result(None)
 
     def pause_writing(self) -> None:
-        # The client does not read its answers fast enough: stop reading its requests too.
+        """The client does not read its answers fast enough: stop reading its requests too.
+
+        asyncio calls this when the transport's write buffer passes its high-water mark. Until
+        the buffer drains, frames already read wait in the codec (``_process`` stops), and TCP
+        holds back the rest. Unlike push back for our own calls, this does not suspend the idle
+        verdict: a client that reads nothing for ``idle_timeout`` is closed.
+        """
+        self._writing_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self.transport is not None and not self._reading_paused:
-            self.transport.resume_reading()
+            self._loop.call_soon(self._resume)
 
     # -- frames ----------------------------------------------------------------------------------
 
-    def _process(self) -> None:
-        """Handle every buffered frame, unless too many calls are running already."""
+    def _process(self) -> bool:
+        """Handle the buffered frames while this connection may take more work.
+
+        It stops, leaving the rest in the codec, when a limit on running calls is reached
+        (:meth:`_push_back`) or when the client does not read its answers
+        (:meth:`pause_writing`).
+
+        Returns:
+            Whether a frame was taken from the codec.
+        """
         transport = self.transport
         if transport is None:
-            return
+            return False
         out: list[bytes] = []
+        server = self.server
         codec = self.codec
         running = self.running
         limit = self.config.max_concurrent_calls
+        server_limit = self.config.max_server_calls
         chunk = self.FIRST_CHUNK
+        frame_done = False
         try:
-            while len(running) < limit:
+            while not self._writing_paused:
+                if len(running) >= limit or server.calls_running >= server_limit:
+                    self._push_back(out)
+                    break
                 frame = codec.next_frame()
                 if frame is NEED_DATA:
                     break
+                frame_done = True
                 ftype = frame[0]
-                if ftype == _REQUEST:
+                if ftype == FrameType.REQUEST:
                     answer = self._on_request(frame)
                     if answer is not None:
-                        out.append(codec.encode(answer))
+                        out.append(server.encode_answer(codec, answer))
                         if len(out) >= chunk:
                             # Send answers as they are made, in growing chunks, so the client
                             # starts on them while this side works on the rest (see writer).
                             transport.write(b"".join(out))
                             out.clear()
                             chunk = self.next_chunk(chunk)
-                elif ftype == _PING:
+                elif ftype == FrameType.PING:
                     if not self._on_ping(out):
-                        return
-                elif ftype != _PONG:
+                        return frame_done
+                elif ftype != FrameType.PONG:
                     raise RemoteProtocolError(f"unexpected frame type {ftype} from a client")
-            else:
-                # Too many calls running: stop reading; frames already read wait in the codec.
-                if not self._reading_paused:
-                    self._reading_paused = True
-                    transport.pause_reading()
-                    out.append(PONG_FRAME)  # we are alive, only busy (see _on_timer)
-                    self._schedule(self._loop.time() + self.config.min_ping_interval)
         except FrameTooLargeError as exc:
             self._fail(exc, exc.request_id, out)
         except ProtocolError as exc:
@@ -230,10 +397,41 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         finally:
             if out and self.transport is not None:
                 self.transport.write(b"".join(out))
+        return frame_done
+
+    def _push_back(self, out: list[bytes]) -> None:
+        """Stop reading: ``max_concurrent_calls`` run on this connection, or
+        ``max_server_calls`` on the server. Frames already read wait in the codec."""
+        if not self._reading_paused:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+            out.append(PONG_FRAME)  # we are alive, only busy (see _on_timer)
+            self._schedule(self._loop.time() + self.config.min_ping_interval)
+        if self.server.full:
+            self.server.wait_for_room(self)
+
+    def wake(self) -> None:
+        """Room was made for more calls: take the frames that waited, then read again."""
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is None:
+            return
+        self._process()  # frames that waited in the codec first
+        if not self._reading_paused and not self._writing_paused:
+            self.transport.resume_reading()
 
     def _on_request(self, frame: Frame) -> Frame | None:
         server = self.server
         rid = frame.request_id
+        if rid in self.running:
+            # Two calls with one id: an answer could not say which call it belongs to. A client
+            # that does this cannot be trusted with the rest of the connection either.
+            raise RemoteProtocolError(f"request id {rid} is already in flight on this "
+                                      "connection: an id may be reused only once answered")
         if self.going_away:
             return server.error_frame(rid, Status.UNAVAILABLE, "server is shutting down; the "
                                       "call was not run")
@@ -244,46 +442,45 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         target = server.resolve(invocation)
         if isinstance(target, tuple):
             return server.respond(rid, serializer, invocation, *target)
+        if server.runs[invocation.address, invocation.method] is Run.THREAD:
+            call = partial(target, *invocation.args, **invocation.kwargs)
+            self._track(rid, serializer, invocation, self._loop.run_in_executor(server.pool, call))
+            return None
         try:
             value = target(*invocation.args, **invocation.kwargs)
         except Exception as exc:
             return server.respond(rid, serializer, invocation, *server.error_outcome(exc))
         if type(value) is CoroutineType:  # an async def method: run it as its own task
-            self._start_task(rid, serializer, invocation, value)
+            self._track(rid, serializer, invocation, self._loop.create_task(value))
             return None
-        outcome = tuple.__new__(Outcome, (value, None))  # Outcome(value), faster
-        return server.respond(rid, serializer, invocation, _OK, outcome)
+        return server.respond(rid, serializer, invocation, Status.OK, Outcome(value))
 
-    def _start_task(self, rid: int, serializer: Serializer, invocation: Invocation,
-                    coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
-        self.running[rid] = task
-        task.add_done_callback(partial(self._task_done, rid, serializer, invocation))
+    def _track(self, rid: int, serializer: Serializer, invocation: Invocation,
+               call: asyncio.Future[Any]) -> None:
+        """Count a call that runs on its own (a task, a thread-pool call); answer it when done."""
+        self.running[rid] = call
+        self.server.calls_running += 1
+        call.add_done_callback(partial(self._call_done, rid, serializer, invocation))
 
-    def _task_done(self, rid: int, serializer: Serializer, invocation: Invocation,
-                   task: asyncio.Task[Any]) -> None:
-        if self.running.pop(rid, None) is None or task.cancelled():
-            return  # the connection is gone, or the call was cancelled with it
-        exc = task.exception()
+    def _call_done(self, rid: int, serializer: Serializer, invocation: Invocation,
+                   call: asyncio.Future[Any]) -> None:
+        if self.running.pop(rid, None) is None:
+            return  # the connection is gone: the call was cancelled and counted with it
+        self.server.calls_ended()
+        if self._reading_paused and len(self.running) < self.config.max_concurrent_calls:
+            self.wake()
+        if call.cancelled():
+            return
+        exc = call.exception()
         if exc is None:
-            status, outcome = Status.OK, Outcome(value=task.result())
+            status, outcome = Status.OK, Outcome(value=call.result())
         elif isinstance(exc, Exception):
             status, outcome = self.server.error_outcome(exc)
         else:  # KeyboardInterrupt, SystemExit: not ours to swallow
             raise exc
-        # Answers of tasks that finish in the same turn of the loop leave together.
-        self.write(self.codec.encode(self.server.respond(rid, serializer, invocation, status,
-                                                         outcome)))
-        if self._reading_paused and len(self.running) < self.config.max_concurrent_calls:
-            self._reading_paused = False
-            self._loop.call_soon(self._resume)
-
-    def _resume(self) -> None:
-        if self.transport is None:
-            return
-        self._process()  # frames that waited in the codec first
-        if not self._reading_paused:
-            self.transport.resume_reading()
+        # Answers of calls that finish in the same turn of the loop leave together.
+        answer = self.server.respond(rid, serializer, invocation, status, outcome)
+        self.write(self.server.encode_answer(self.codec, answer))
 
     def _on_ping(self, out: list[bytes]) -> bool:
         now = self._loop.time()
@@ -325,7 +522,8 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
             # We stopped reading by choice (push back): the client's pings wait unread, so its
             # silence proves nothing. Suspend the verdict, and show the client that we are alive
             # (an unasked PONG), or it would take our silence for death. The pause ends when
-            # calls finish, so this cannot last longer than the calls themselves.
+            # calls finish (here or, past max_server_calls, elsewhere on the server), so this
+            # cannot last longer than the calls themselves.
             self._heartbeat.on_read(now)
             self.transport.write(PONG_FRAME)
             self._schedule(now + self.config.min_ping_interval)
@@ -355,7 +553,8 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
 
     def _fail(self, exc: ProtocolError, request_id: int, out: list[bytes]) -> None:
         log.info("closing connection after protocol error: %s", exc)
-        out.append(self.codec.encode(self.server.error_frame(request_id, exc.status, str(exc))))
+        error = self.server.error_frame(request_id, exc.status, str(exc))
+        out.append(self.server.encode_answer(self.codec, error))
         assert self.transport is not None
         self.transport.write(b"".join(out))
         out.clear()
