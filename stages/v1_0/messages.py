@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlencode
 
-from stages.v1_0.errors import RemoteProtocolError, Status
+from stages.v1_0.errors import RemoteProtocolError, Status, clip
 
 __all__ = ["TEXT_CODEC", "Request", "encode_request", "decode_request", "encode_result", "decode_result"]
 
@@ -108,11 +108,11 @@ def _parse_query(query: str, *, what: str) -> dict[str, str]:
             query, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_PARAMS
         )
     except ValueError as exc:
-        raise _bad(f"malformed {what} {query[:80]!r}: {exc}") from None
+        raise _bad(clip(f"malformed {what} {query[:80]!r}: {exc}")) from None
     result: dict[str, str] = {}
     for key, value in pairs:
         if key in result:
-            raise _bad(f"parameter {key!r} given twice in {what}")
+            raise _bad(f"parameter {clip(repr(key))} given twice in {what}")
         result[key] = value
     return result
 

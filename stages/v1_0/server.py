@@ -34,7 +34,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from stages.v1_0.config import ServerConfig
-from stages.v1_0.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, Status
+from stages.v1_0.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    Status,
+    clip,
+)
 from stages.v1_0.messages import TEXT_CODEC, decode_request, encode_result
 from stages.v1_0.protocol import Frame, FrameCodec, FrameTooLargeError, FrameType
 
@@ -105,7 +111,7 @@ class Server:
                 inspect.signature(fn).bind(**request.params)
             except TypeError as exc:
                 raise RemoteProtocolError(
-                    f"wrong parameters for {request.service}:{request.method}: {exc}",
+                    clip(f"wrong parameters for {request.service}:{request.method}: {exc}"),
                     Status.BAD_REQUEST,
                 ) from None
             result = fn(**request.params)
@@ -118,7 +124,7 @@ class Server:
             return self.error_frame(frame.request_id, Status.NOT_FOUND, str(exc))
         except Exception as exc:  # the method itself failed: report it, keep serving
             return self.error_frame(
-                frame.request_id, Status.INTERNAL, f"{type(exc).__name__}: {exc}"
+                frame.request_id, Status.INTERNAL, clip(f"{type(exc).__name__}: {exc}", 2000)
             )
 
     @staticmethod
@@ -157,10 +163,10 @@ class Server:
     def _lookup(self, service: str, method: str) -> Callable[..., Any]:
         methods = self._services.get(service)
         if methods is None:
-            raise _NotFound(f"unknown service {service!r}")
+            raise _NotFound(f"unknown service {clip(repr(service))}")
         fn = methods.get(method)
         if fn is None:
-            raise _NotFound(f"unknown method {method!r} of service {service!r}")
+            raise _NotFound(f"unknown method {clip(repr(method))} of service {clip(repr(service))}")
         return fn
 
     # -- networking ----------------------------------------------------------------------------

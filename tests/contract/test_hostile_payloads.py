@@ -187,3 +187,29 @@ def test_a_huge_method_name_gets_a_short_answer(stage: str) -> None:
     outcome = PickleSerializer().decode_outcome(answer.body)
     assert outcome.error is not None and len(outcome.error.message) < 400
     assert "more characters" in outcome.error.message
+
+
+def test_v1_0_answers_huge_names_and_values_with_short_messages() -> None:
+    requests = {
+        "service name": ("s" * 1_000_000 + ":getUser?id=1", Status.NOT_FOUND),
+        "method name": ("userService:" + "m" * 1_000_000, Status.NOT_FOUND),
+        "parameter name": ("userService:getUser?" + "p" * 1_000_000 + "=1", Status.BAD_REQUEST),
+        "parameter value": ("userService:getUser?id=" + "9" * 1_000_000, Status.INTERNAL),
+    }
+
+    async def scenario(host: str, port: int) -> dict[str, Frame]:
+        answers = {}
+        for number, (name, (line, _)) in enumerate(requests.items()):
+            reader, writer = await asyncio.open_connection(host, port)
+            answers[name] = await send(writer, reader, Frame(FrameType.REQUEST, number + 1,
+                                                             line.encode()))
+            writer.close()
+            await writer.wait_closed()
+        return answers
+
+    with ServerProcess("stages.v1_0") as proc:
+        answers = asyncio.run(asyncio.wait_for(scenario(proc.host, proc.port), 30))
+    for name, (_, status) in requests.items():
+        answer = answers[name]
+        assert answer.status == status, (name, answer)
+        assert len(answer.body) < 2500, (name, len(answer.body))
