@@ -24,6 +24,7 @@ from stages.harness.process import ServerProcess
 from stages.v1_0.client import Client
 from stages.v1_0.config import ServerConfig
 from stages.v1_0.errors import RemoteError, RpcError
+from stages.v1_0.messages import Request, encode_request
 from stages.v1_0.server import Server
 from stages.v1_0.service import SERVICE_NAME, UserService
 
@@ -130,7 +131,9 @@ async def demo() -> int:
             try:
                 await client.call(SERVICE_NAME, method, **params)
             except RemoteError as exc:
-                print(f"userService:{method}?{params} -> error {exc}")
+                as_text = {name: str(value) for name, value in params.items()}
+                line = encode_request(Request(SERVICE_NAME, method, as_text)).decode()
+                print(f"{line} -> error {exc}")
     return 0
 
 

@@ -60,7 +60,7 @@ class Client:
 
         client = Client("127.0.0.1", 9000)
         user = await client.call("userService", "getUser", id=123456)
-        # {'id': '123456', 'name': 'Ada Lovelace', ...}
+        # {'id': '123456', 'name': 'Alan Turing', ...}
     """
 
     def __init__(self, host: str, port: int, config: ClientConfig | None = None) -> None:

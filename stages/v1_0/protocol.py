@@ -22,8 +22,8 @@ Header layout (16 bytes, big-endian "network order")::
 
 Why each field is there:
 
-* **magic** catches the most common mistake (pointing a client at the wrong port) on the first
-  two bytes, before we believe anything else the peer says.
+* **magic** catches the most common mistake (pointing a client at the wrong port) as soon as a
+  header's worth of bytes has arrived, before we believe anything else the peer says.
 * **version** lets the format change later without guessing.
 * **request id** pairs an answer with its question. With one call per connection (v1.0) it is a
   safety check; once many calls share a connection (v2.1) it is what makes that possible.
