@@ -4,6 +4,9 @@ What changed since v1.0, module by module:
 
 * :mod:`~stages.v2_0.api` (new): ``@rpc_api`` interfaces and their addresses;
 * :mod:`~stages.v2_0.serializers` (new): protobuf and restricted pickle, by serializer id;
+  :mod:`~stages.v2_0.protos` (new): the envelope's ``.proto`` file and its generated module;
+* :mod:`~stages.v2_0.pickle_scan` and :mod:`~stages.v2_0.limits` (new): what decoding may cost,
+  checked before a pickle is loaded and on every decoded value;
 * :mod:`~stages.v2_0.errors`: v1.0's tree plus serialization and remote-exception errors;
 * :mod:`~stages.v2_0.config`: v1.0's settings plus the serializers;
 * :mod:`~stages.v2_0.server`: ``bind`` and a dispatch that replaces v1.0's hand-filled table;

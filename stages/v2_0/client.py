@@ -31,7 +31,13 @@ from stages.v1_0 import client as v1_0
 from stages.v1_0.protocol import Frame, FrameType
 from stages.v2_0.api import ApiSpec, MethodSpec, api_spec
 from stages.v2_0.config import ClientConfig
-from stages.v2_0.errors import RemoteError, RemoteException, RemoteProtocolError, Status
+from stages.v2_0.errors import (
+    ApiDefinitionError,
+    RemoteError,
+    RemoteException,
+    RemoteProtocolError,
+    Status,
+)
 from stages.v2_0.limits import DecodeLimits
 from stages.v2_0.serializers import (
     ErrorInfo,
@@ -123,6 +129,12 @@ class Client(v1_0.Client):
         self._loop_thread: _LoopThread | None = None
         self._lock = threading.Lock()
         self._closed = False
+
+    async def call(self, service: str, method: str, **params: object) -> dict[str, str]:
+        """v1.0's request line is gone: v2.0 servers refuse it. Call interfaces through
+        :meth:`proxy` or :meth:`async_proxy`."""
+        raise ApiDefinitionError("v2.0 calls interfaces: use client.proxy(Interface) or "
+                                 "client.async_proxy(Interface)")
 
     # -- proxies -------------------------------------------------------------------------------
 

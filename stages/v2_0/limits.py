@@ -4,9 +4,9 @@ A serializer turns bytes from the network into Python objects, and a few hundred
 for a great deal. Three kinds of request matter:
 
 * **Building.** A pickle can ask for objects far larger than itself (an empty set is one byte on
-  the wire and 216 bytes in memory; a memo slot numbered 50,000,000 makes the unpickler allocate
-  800 MB). That is stopped *before* loading, by reading the pickle's opcodes
-  (:mod:`stages.v2_0.pickle_scan`).
+  the wire and 216 bytes in memory, 232 with the reference to it; a memo slot numbered
+  50,000,000 makes the unpickler allocate 800 MB). That is stopped *before* loading, by reading
+  the pickle's opcodes (:mod:`stages.v2_0.pickle_scan`).
 * **Sharing.** Loaded, a value can still be a trap: a list that holds the same list twice, thirty
   levels deep, is a few hundred bytes of pickle, but anything that walks it as a tree (printing
   it, copying it, encoding it again as protobuf, a method that sums it) visits 2**30 items. So

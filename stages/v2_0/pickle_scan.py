@@ -21,7 +21,8 @@ The allow-list (``find_class``) decides which *classes* a pickle may name. It do
 how much memory the program may ask for, and CPython's unpickler obeys some requests at once:
 
 * ``LONG_BINPUT 50000000`` (5 bytes) makes it grow its memo table to 100,000,000 slots: 800 MB;
-* ``EMPTY_SET`` is one byte that builds a 216-byte object: a megabyte of them is 216 MB;
+* ``EMPTY_SET`` is one byte that builds a 216-byte object (232 with the reference to it): a
+  megabyte of them is over 200 MB;
 * a general-purpose constructor the allow-list lets through does what its arguments say
   (``bytearray(10**9)`` is a gigabyte; this is why only data classes and plain values are
   allowed, see :data:`~stages.v2_0.serializers.SAFE_GLOBALS`).

@@ -69,3 +69,12 @@ def test_bind_checks_the_implementation_at_bind_time() -> None:
         Server().bind(UserApi, Async())
     with pytest.raises(ApiDefinitionError, match="use Server.bind"):
         Server().register("userService", {})
+
+
+def test_the_v1_request_line_is_refused_by_the_v2_client_too() -> None:
+    import asyncio
+
+    from stages.v2_0 import Client
+
+    with pytest.raises(ApiDefinitionError, match="use client.proxy"):
+        asyncio.run(Client("127.0.0.1", 1).call("userService", "getUser", id=1))
