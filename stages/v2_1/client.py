@@ -227,6 +227,9 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
                         self.late_answers += 1  # its call timed out already: drop it
                     else:
                         future.set_result(frame)
+                    if self.goaway is not None and not pending:  # the last call it owed us
+                        self.close(ConnectionClosedError(
+                            f"{self.where} went away ({self.goaway.value})"))
                 elif ftype == FrameType.PONG:
                     pass
                 elif ftype == FrameType.PING:
@@ -332,6 +335,14 @@ class Endpoint:
     def usable(self) -> bool:
         """Connected, and the server has not said GOAWAY."""
         return self.connection is not None and self.connection.usable
+
+    def accepting(self, now: float) -> bool:
+        """Whether a call sent at loop time ``now`` may go out: the server has not said GOAWAY
+        on the open connection, and no backoff after a failed connection attempt is running."""
+        conn = self.connection
+        if conn is not None and conn.transport is not None and conn.goaway is not None:
+            return False
+        return now >= self._next_attempt
 
     async def exchange(self, request: Frame, timeout: float) -> Frame:
         """Send a request on this server's connection (opening one if needed) and wait for its
