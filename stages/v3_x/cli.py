@@ -7,6 +7,7 @@
     python -m stages.v3_x client --zk HOST:PORT [--lb STRATEGY] [--calls N] [--json]
     python -m stages.v3_x registry --zk HOST:PORT
     python -m stages.v3_x zookeeper
+    python -m stages.v3_x bench [--zk HOST:PORT] [--json]
 
 Without ``--zk``, ``$RPC_ZK`` names the ZooKeeper; ``demo`` (and only ``demo``) starts a local one
 when neither is given. ``zookeeper`` runs a local ZooKeeper in the foreground, for a learner who
@@ -201,6 +202,44 @@ async def _until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
+# -- bench -------------------------------------------------------------------------------------
+
+
+async def bench(given_zk: str | None, calls: int | None, as_json: bool) -> int:
+    """v3.x (registry, balancer, one provider) against v2.1 (direct), in the same run."""
+    from stages.harness.bench import measure_concurrency_sweep, run_length
+    from stages.v1_0.cli import print_bench
+    from stages.v2_1.client import Client as DirectClient
+
+    n = calls or run_length(500, 5000)
+    levels = (1, 16, 64)
+    with resolve_zookeeper(given_zk) as hosts, \
+            ServerProcess("stages.v3_x", ["--zk", hosts]), \
+            ServerProcess("stages.v2_1") as v2_server:
+        v3 = Client(ZooKeeperRegistry(hosts))
+        v3_users = v3.async_proxy(UserApi)
+        v21 = DirectClient(v2_server.host, v2_server.port)
+        v21_users = v21.async_proxy(UserApi)
+        await v3_users.get_user(1)  # discovery and connection before measuring
+        curves = {
+            "v2.1 direct": await measure_concurrency_sweep(lambda: v21_users.get_user(1), n,
+                                                           levels, label="v2.1 direct"),
+            "v3.x via registry (p2c)": await measure_concurrency_sweep(
+                lambda: v3_users.get_user(1), n, levels, label="v3.x via registry (p2c)"),
+        }
+        await v3.aclose()
+        await v21.aclose()
+    ratio = curves["v3.x via registry (p2c)"][64].tps / curves["v2.1 direct"][64].tps
+    if as_json:
+        print(json.dumps({"calls": n, "tps_64_ratio_v3_over_v21": ratio,
+                          "curves": {k: [r.summary() for r in v.values()]
+                                     for k, v in curves.items()}}, indent=2))
+        return 0
+    print_bench(curves, as_json=False)
+    print(f"\nTPS at 64 in flight, v3.x / v2.1: {ratio:.2f}")
+    return 0
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
@@ -232,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     registry = sub.add_parser("registry", help="print the registry tree")
     registry.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
     sub.add_parser("zookeeper", help="run a local ZooKeeper in the foreground")
+    bench_cmd = sub.add_parser("bench", help="v3.x against v2.1, in the same run")
+    bench_cmd.add_argument("--zk", help="use this ZooKeeper instead of starting one")
+    bench_cmd.add_argument("--calls", type=int, default=None,
+                           help="measured calls per level (default: short, or long with "
+                           "RPC_BENCH=full)")
+    bench_cmd.add_argument("--json", action="store_true")
     return parser
 
 
@@ -254,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "zookeeper":
         return run_zookeeper()
+    if args.command == "bench":
+        return asyncio.run(bench(args.zk, args.calls, args.json))
     raise AssertionError(args.command)
 
 
