@@ -9,6 +9,7 @@ version   package         what it teaches
 1.0       ``stages.v1_0``  length-prefixed frames over a raw asyncio socket
 2.0       ``stages.v2_0``  interfaces, dynamic proxies, protobuf and allow-list pickle
 2.1       ``stages.v2_1``  long-lived multiplexed connections, heartbeats, graceful shutdown
+3.0, 3.1  ``stages.v3_x``  registration and discovery on ZooKeeper; client-side load balancing
 ========  ==============  ==================================================================
 
 ``stages.harness`` is the lab bench shared by every version (a local ZooKeeper, measurement,
