@@ -7,12 +7,12 @@ import pathlib
 
 import pytest
 
+from stages import stage_order
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ROOT / "stages"
 
 
-def stage_order(name: str) -> tuple[int, ...]:
-    return tuple(int(p) if p.isdigit() else 99 for p in name[1:].split("_"))
 
 
 def stage_dirs() -> list[pathlib.Path]:
@@ -59,3 +59,27 @@ def test_every_stage_exports_its_version_and_a_command_line(stage: pathlib.Path)
     assert (stage / "__main__.py").exists()
     for name in module.__all__:
         assert hasattr(module, name), f"stages.{stage.name}.__all__ names a missing {name}"
+
+
+def test_stages_sort_by_version_with_a_letter_after_every_number() -> None:
+    from stages.__main__ import latest_stage
+
+    names = ["v3_x", "v1_0", "v2_1", "v10_0", "v2_0", "v3_0"]
+    assert sorted(names, key=stage_order) == ["v1_0", "v2_0", "v2_1", "v3_0", "v3_x", "v10_0"]
+    assert latest_stage() == max((p.name for p in stage_dirs()), key=stage_order)
+
+
+def test_python_m_stages_passes_its_arguments_to_the_newest_stage() -> None:
+    import subprocess
+    import sys
+
+    from stages.__main__ import latest_stage
+
+    done = subprocess.run([sys.executable, "-m", "stages", "server", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"python -m stages.{latest_stage()}" in done.stdout and "--port" in done.stdout
+    # Imported, a stage's __main__ does nothing: it runs only as a program.
+    done = subprocess.run([sys.executable, "-c", "import stages.v2_1.__main__; print('ok')",
+                           "demo"], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok" and done.returncode == 0

@@ -22,7 +22,7 @@ Unchanged and imported: the frame codec (v1.0), interfaces, proxies, serializers
 
 from stages.v2_0.api import ApiSpec, MethodSpec, address_of, api_spec, rpc_api  # unchanged
 from stages.v2_0.serializers import PickleSerializer, ProtobufSerializer, proto_type  # unchanged
-from stages.v2_1.client import Client, ClientConnection, rpc_timeout
+from stages.v2_1.client import Call, Client, ClientConnection, Endpoint, Interceptor, rpc_timeout
 from stages.v2_1.config import ClientConfig, ServerConfig
 from stages.v2_1.errors import (
     ApiDefinitionError,
@@ -47,7 +47,8 @@ __all__ = [
     "STAGE", "PROTOCOL_VERSION", "Frame", "FrameCodec", "FrameType", "GoAway",
     "rpc_api", "api_spec", "address_of", "ApiSpec", "MethodSpec", "proto_type",
     "PickleSerializer", "ProtobufSerializer",
-    "Client", "ClientConnection", "rpc_timeout", "ClientConfig", "ServerConfig", "Server",
+    "Client", "ClientConnection", "Endpoint", "Call", "Interceptor", "rpc_timeout",
+    "ClientConfig", "ServerConfig", "Server",
     "ServerConnection", "Run", "Heartbeat", "Action", "detection_budget",
     "RpcError", "ProtocolError", "TransportError", "ConnectionClosedError", "RpcTimeoutError",
     "RemoteError", "RemoteException", "ConfigError", "SerializationError", "ApiDefinitionError",

@@ -18,27 +18,32 @@ call over it, without waiting for the previous answer:
 * a server's GOAWAY marks its connection as draining: pending calls finish on it, new calls go
   to a new connection.
 
-Everything above the connection is v2.0's, inherited unchanged: proxies, arguments checked
-locally, serializers, exceptions. Only :meth:`Client.exchange` (send a frame, get its answer) is
-replaced.
+Everything above the connection is v2.0's: proxies, arguments checked locally, serializers,
+exceptions. :meth:`Client.exchange` (send a frame, get its answer) is replaced, and the client is
+cut in two so that later versions can build on it:
+
+* an :class:`Endpoint` holds what belongs to one server: its connection and the backoff that
+  paces reconnecting (v3.x holds one per provider);
+* every call, from a blocking or an async proxy, takes one route, :meth:`Client.invoke`, through
+  a chain of :class:`Interceptor` hooks (v3.x puts its balancer, breaker and metrics there).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import heapq
 import logging
 import math
 import random
-import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from stages.v2_0 import client as v2_0
-from stages.v2_0.api import MethodSpec
+from stages.v2_0.api import ApiSpec, MethodSpec
 from stages.v2_0.errors import (
     ConfigError,
     ConnectionClosedError,
@@ -47,6 +52,7 @@ from stages.v2_0.errors import (
     RpcTimeoutError,
     TransportError,
 )
+from stages.v2_0.serializers import Serializer
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.protocol import (
@@ -221,6 +227,9 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
                         self.late_answers += 1  # its call timed out already: drop it
                     else:
                         future.set_result(frame)
+                    if self.goaway is not None and not pending:  # the last call it owed us
+                        self.close(ConnectionClosedError(
+                            f"{self.where} went away ({self.goaway.value})"))
                 elif ftype == FrameType.PONG:
                     pass
                 elif ftype == FrameType.PING:
@@ -295,25 +304,202 @@ def _copy(exc: ConnectionClosedError) -> ConnectionClosedError:
     return ConnectionClosedError(str(exc), closed_by_peer=exc.closed_by_peer)
 
 
+class Endpoint:
+    """One server as a client sees it: its one connection, and the backoff that paces reconnecting.
+
+    A v2.1 client talks to one server and holds one endpoint; a client of v3.x, which spreads
+    calls over many providers, holds one per provider. Everything that belongs to one server
+    lives here: the connection, how many were opened, the delay before the next attempt after a
+    failed one, and the heartbeat interval in force (doubled when the server said we ping too
+    often).
+
+    Args:
+        address: the server's ``(host, port)``.
+        config: connection, heartbeat and backoff settings.
+    """
+
+    def __init__(self, address: tuple[str, int], config: ClientConfig) -> None:
+        self.address = address
+        self.config = config
+        self.where = f"{address[0]}:{address[1]}"
+        self.connection: ClientConnection | None = None
+        #: Connections opened so far (a reconnect adds one).
+        self.connects = 0
+        self.heartbeat_interval = config.heartbeat_interval
+        self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._delay = config.backoff_initial
+        self._next_attempt = 0.0
+        self._last_error: BaseException | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Connected, and the server has not said GOAWAY."""
+        return self.connection is not None and self.connection.usable
+
+    def accepting(self, now: float) -> bool:
+        """Whether a call sent at loop time ``now`` may go out: the server has not said GOAWAY
+        on the open connection, and no backoff after a failed connection attempt is running."""
+        conn = self.connection
+        if conn is not None and conn.transport is not None and conn.goaway is not None:
+            return False
+        return now >= self._next_attempt
+
+    async def exchange(self, request: Frame, timeout: float) -> Frame:
+        """Send a request on this server's connection (opening one if needed) and wait for its
+        answer.
+
+        Raises:
+            RpcTimeoutError: no answer within ``timeout`` (the answer, if it comes, is dropped).
+            ConnectionClosedError: the connection closed or was found dead while waiting.
+            TransportError: no connection could be opened (or the backoff is still running).
+        """
+        conn = self.connection
+        if conn is None or not conn.usable:
+            conn = await self.connect()
+        return await conn.request(request, timeout)
+
+    async def connect(self) -> ClientConnection:
+        """A usable connection: the one being opened, or a new one if the backoff allows."""
+        if self._connecting is None:
+            loop = asyncio.get_running_loop()
+            wait = self._next_attempt - loop.time()
+            if wait > 0:
+                raise TransportError(
+                    f"{self.where} unavailable (last error: {self._last_error}); next "
+                    f"connection attempt in {wait:.3g} s")
+            self._connecting = loop.create_task(self._open())
+        # Every call waiting for this attempt shares it; shield it from their cancellation.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            old = self.connection
+            if old is not None and old.transport is not None and not old.pending:
+                old.close()
+            try:
+                async with asyncio.timeout(self.config.connect_timeout):
+                    _, conn = await loop.create_connection(
+                        lambda: ClientConnection(self.address, self.config,
+                                                 self.heartbeat_interval),
+                        *self.address)
+            except (OSError, TimeoutError) as exc:
+                self._last_error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
+                    f"connect timed out after {self.config.connect_timeout} s")
+                jitter = 1 + self.config.backoff_jitter * (2 * random.random() - 1)
+                self._next_attempt = loop.time() + self._delay * jitter
+                self._delay = min(self._delay * self.config.backoff_multiplier,
+                                  self.config.backoff_max)
+                raise TransportError(f"cannot connect to {self.where}: "
+                                     f"{self._last_error}") from exc
+            self._delay = self.config.backoff_initial
+            self._next_attempt = 0.0
+            self.connection = conn
+            self.connects += 1
+            conn.closed.add_done_callback(lambda _: self._on_closed(conn))
+            return conn
+        finally:
+            self._connecting = None
+
+    def _on_closed(self, conn: ClientConnection) -> None:
+        if conn.goaway is GoAway.TOO_MANY_PINGS:
+            # The server finds us too chatty: ping half as often from now on (gRPC does the same).
+            self.heartbeat_interval *= 2
+            log.warning("%s: too many pings; heartbeat interval raised to %.3g s",
+                        self.where, self.heartbeat_interval)
+
+    async def aclose(self) -> None:
+        """Close the connection (on the loop it belongs to); its pending calls fail."""
+        conn, self.connection = self.connection, None
+        if conn is not None and conn.transport is not None:
+            conn.close()
+            await conn.closed
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call on its way, as interceptors see it.
+
+    Attributes:
+        spec: the interface's spec (its address is ``spec.address``).
+        method: the method's name.
+        args, kwargs: the arguments, already checked against the interface.
+        serializer: the serializer the call travels in.
+        timeout: seconds the caller waits for the answer.
+    """
+
+    spec: ApiSpec
+    method: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    serializer: Serializer
+    timeout: float
+
+
+#: What an interceptor calls to let the call go on: the next interceptor, or the call itself.
+Proceed = Callable[[Call], Awaitable[Any]]
+
+
+class Interceptor(Protocol):
+    """A hook around every call a client makes, as gRPC's interceptors and Dubbo's filters.
+
+    An interceptor is called with the :class:`Call` and ``proceed``; it may look at the call,
+    change it (``dataclasses.replace``), time it, retry it or refuse it, and returns the call's
+    value (or raises). Interceptors run in the order given to the client, the first outermost::
+
+        class Timing:
+            async def __call__(self, call: Call, proceed: Proceed) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await proceed(call)
+                finally:
+                    print(call.method, time.perf_counter() - start)
+
+        client = Client(host, port, interceptors=[Timing()])
+
+    Every call goes through them, from blocking and async proxies alike: this is where v3.x
+    puts its balancer, circuit breaker and metrics without touching the rest of the client.
+    """
+
+    def __call__(self, call: Call, proceed: Proceed) -> Awaitable[Any]: ...
+
+
 class Client(v2_0.Client):
     """Calls a v2.1 server over one long-lived, multiplexed connection.
 
-    The API is v2.0's (``proxy``, ``async_proxy``, ``close``), plus ``timeout=`` on the proxies
-    and :meth:`aclose` for asyncio code. A client serves one event loop: its blocking proxies use
-    its own loop thread, so use either blocking proxies or async proxies with one client.
+    The API is v2.0's (``proxy``, ``async_proxy``, ``close``), plus ``timeout=`` on the proxies,
+    :meth:`aclose` for asyncio code, and ``interceptors``. Every call, from a blocking or an async
+    proxy, takes one route: :meth:`invoke`, then the interceptors, then :meth:`exchange` on the
+    server's :class:`Endpoint`. A client serves one event loop: its blocking proxies use its own
+    loop thread, so use either blocking proxies or async proxies with one client.
+
+    Args:
+        host, port: the server's address.
+        config: timeouts, heartbeat, backoff and the default serializer.
+        interceptors: hooks around every call (see :class:`Interceptor`), outermost first.
     """
 
     config: ClientConfig
 
-    def __init__(self, host: str, port: int, config: ClientConfig | None = None) -> None:
+    def __init__(self, host: str, port: int, config: ClientConfig | None = None, *,
+                 interceptors: Iterable[Interceptor] = ()) -> None:
         super().__init__(host, port, config or ClientConfig())
-        self.connection: ClientConnection | None = None
-        self._connecting: asyncio.Task[ClientConnection] | None = None
-        self._delay = self.config.backoff_initial
-        self._next_attempt = 0.0
-        self._last_error: BaseException | None = None
-        self._heartbeat_interval = self.config.heartbeat_interval
-        self.connects = 0
+        self.endpoint = Endpoint(self.address, self.config)
+        self.interceptors = tuple(interceptors)
+        proceed: Proceed = self._send
+        for interceptor in reversed(self.interceptors):
+            proceed = functools.partial(interceptor, proceed=proceed)
+        self._proceed = proceed
+
+    @property
+    def connection(self) -> ClientConnection | None:
+        """The server's connection, if one is open (see :class:`Endpoint`)."""
+        return self.endpoint.connection
+
+    @property
+    def connects(self) -> int:
+        """Connections opened so far."""
+        return self.endpoint.connects
 
     # -- proxies: v2.0's, with a per-proxy and a per-call timeout --------------------------------
 
@@ -325,37 +511,12 @@ class Client(v2_0.Client):
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            # The per-call timeout is read here, in the caller's thread and context.
+            # The per-call timeout is read here, in the caller's thread and context; the call
+            # itself runs on the client's loop thread, on the same route as an async call.
             deadline = _call_timeout.get() or timeout
-            loop_thread = self._loop()
-            if self.connection is None or threading.current_thread() is loop_thread.thread:
-                # No connection yet (or a misuse that run() reports): the general path.
-                return loop_thread.run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
-            # The fast path, once connected: encode here, in the caller's thread, hand the loop
-            # thread one callback that sends the frame, and decode the answer here again. No
-            # coroutine or task is made for the call; the hand-over between the two threads is
-            # what a blocking call costs over an async one, so it is kept to the minimum.
-            request = self.request_frame(spec, method.name, args, kwargs, ser)
-            done: concurrent.futures.Future[Frame] = concurrent.futures.Future()
-            loop_thread.loop.call_soon_threadsafe(self._send_for_thread, request, deadline, done)
-            return self.read_outcome(done.result(), ser)
+            return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
 
         return cast(T, v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target()))
-
-    def _send_for_thread(self, request: Frame, timeout: float | None,
-                         done: concurrent.futures.Future[Frame]) -> None:
-        """On the loop thread: send ``request`` for a blocking caller, who waits on ``done``."""
-        conn = self.connection
-        if conn is None or not conn.usable:  # closed since the caller looked: reconnect first
-            task = asyncio.ensure_future(self.exchange(request, timeout))
-            task.add_done_callback(lambda t: _chain(t, done))
-            return
-        try:
-            future = conn.request(request, self._timeout(timeout))
-        except Exception as exc:  # a frame too large for this side: the caller's error
-            done.set_exception(exc)
-            return
-        future.add_done_callback(lambda f: _chain(f, done))
 
     def async_proxy(self, interface: type, *, serializer: str | None = None,
                     timeout: float | None = None) -> Any:
@@ -375,81 +536,32 @@ class Client(v2_0.Client):
     def _target(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
-    # -- the one method v2.1 replaces ------------------------------------------------------------
+    # -- one call: the route every proxy takes ---------------------------------------------------
+
+    async def invoke(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], serializer: Serializer,
+                     timeout: float | None = None) -> Any:
+        """Send one call through the interceptors and return its value (see v2.0's
+        :meth:`~stages.v2_0.client.Client.invoke` for what it raises)."""
+        call = Call(spec, method, args, kwargs, serializer, self._timeout(timeout))
+        return await self._proceed(call)
+
+    async def _send(self, call: Call) -> Any:
+        """The end of the interceptor chain: encode, exchange, decode."""
+        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
+                                     call.serializer)
+        return self.read_outcome(await self.exchange(request, call.timeout), call.serializer)
 
     async def exchange(self, request: Frame, timeout: float | None = None) -> Frame:
-        """Send a request on the shared connection and wait for its answer.
-
-        Raises:
-            RpcTimeoutError: no answer within the timeout (the answer, if it comes, is dropped).
-            ConnectionClosedError: the connection closed or was found dead while waiting.
-            TransportError: no connection could be opened (or the client is backing off).
-        """
-        conn = self.connection
-        if conn is None or not conn.usable:
-            conn = await self._reconnect()
-        return await conn.request(request, self._timeout(timeout))
-
-    # -- connecting ------------------------------------------------------------------------------
-
-    async def _reconnect(self) -> ClientConnection:
-        """A usable connection: the one being opened, or a new one if the backoff allows."""
-        if self._connecting is None:
-            loop = asyncio.get_running_loop()
-            wait = self._next_attempt - loop.time()
-            if wait > 0:
-                raise TransportError(
-                    f"{self._target()} unavailable (last error: {self._last_error}); next "
-                    f"connection attempt in {wait:.3g} s")
-            self._connecting = loop.create_task(self._open())
-        # Every call waiting for this attempt shares it; shield it from their cancellation.
-        return await asyncio.shield(self._connecting)
-
-    async def _open(self) -> ClientConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            old = self.connection
-            if old is not None and old.transport is not None and not old.pending:
-                old.close()
-            try:
-                async with asyncio.timeout(self.config.connect_timeout):
-                    _, conn = await loop.create_connection(
-                        lambda: ClientConnection(self.address, self.config,
-                                                 self._heartbeat_interval),
-                        *self.address)
-            except (OSError, TimeoutError) as exc:
-                self._last_error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
-                    f"connect timed out after {self.config.connect_timeout} s")
-                jitter = 1 + self.config.backoff_jitter * (2 * random.random() - 1)
-                self._next_attempt = loop.time() + self._delay * jitter
-                self._delay = min(self._delay * self.config.backoff_multiplier,
-                                  self.config.backoff_max)
-                raise TransportError(f"cannot connect to {self._target()}: "
-                                     f"{self._last_error}") from exc
-            self._delay = self.config.backoff_initial
-            self._next_attempt = 0.0
-            self.connection = conn
-            self.connects += 1
-            conn.closed.add_done_callback(lambda _: self._on_closed(conn))
-            return conn
-        finally:
-            self._connecting = None
-
-    def _on_closed(self, conn: ClientConnection) -> None:
-        if conn.goaway is GoAway.TOO_MANY_PINGS:
-            # The server finds us too chatty: ping half as often from now on (gRPC does the same).
-            self._heartbeat_interval *= 2
-            log.warning("%s: too many pings; heartbeat interval raised to %.3g s",
-                        self._target(), self._heartbeat_interval)
+        """Send a request on the shared connection and wait for its answer (the one method of
+        v2.0's client that v2.1 replaces; see :meth:`Endpoint.exchange`)."""
+        return await self.endpoint.exchange(request, self._timeout(timeout))
 
     # -- life cycle ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close the connection (on the loop it belongs to); pending calls fail."""
-        conn, self.connection = self.connection, None
-        if conn is not None and conn.transport is not None:
-            conn.close()
-            await conn.closed
+        await self.endpoint.aclose()
 
     def close(self) -> None:
         """Close the connection and stop the blocking proxies' loop thread."""
@@ -457,13 +569,3 @@ class Client(v2_0.Client):
         if loop_thread is not None:
             loop_thread.run(self.aclose())
         super().close()
-
-
-def _chain(source: asyncio.Future[Frame], target: concurrent.futures.Future[Frame]) -> None:
-    """Copy the outcome of an asyncio future to a thread's future."""
-    if source.cancelled():
-        target.cancel()
-    elif (exc := source.exception()) is not None:
-        target.set_exception(exc)
-    else:
-        target.set_result(source.result())

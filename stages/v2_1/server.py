@@ -219,10 +219,16 @@ class Server(v2_0.Server):
     async def aclose(self, grace: float | None = None) -> None:
         """Shut down gracefully: stop accepting, GOAWAY, finish calls in flight, close.
 
+        After the GOAWAY the server waits, within the grace, both for its calls in flight and
+        for each client to close its connection. A client closes a connection that said GOAWAY
+        once its own pending calls are answered; until then a request it sent before it read
+        the GOAWAY still finds the connection open, and is refused without being run (so the
+        client may send it elsewhere), instead of being lost with a closed socket.
+
         Args:
-            grace: seconds to wait for calls in flight; ``config.shutdown_grace`` when None.
-                Calls still running after it are cancelled (a thread-pool call that has
-                started runs on to its end, unheard).
+            grace: seconds to wait; ``config.shutdown_grace`` when None. Calls still running
+                after it are cancelled (a thread-pool call that has started runs on to its end,
+                unheard), and connections still open are closed.
         """
         server, self._server = self._server, None
         if server is None:
@@ -231,9 +237,10 @@ class Server(v2_0.Server):
         connections = self.connections
         for conn in connections:
             conn.go_away(GoAway.SHUTDOWN)
-        running = [call for conn in connections for call in conn.running.values()]
-        if running:
-            await asyncio.wait(running, timeout=self.config.shutdown_grace if grace is None else grace)
+        waiting = [call for conn in connections for call in conn.running.values()]
+        waiting += [conn.lost for conn in connections if not conn.lost.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.config.shutdown_grace if grace is None else grace)
         for conn in connections:
             conn.close()
         # Return only once every connection has been released (connection_lost has run).
@@ -503,11 +510,6 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
 
     # -- writing, timers, closing ----------------------------------------------------------------
 
-    def flush(self) -> None:
-        super().flush()
-        if self.going_away and not self.running:
-            self.close()
-
     def _schedule(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -561,13 +563,12 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         self.close()
 
     def go_away(self, reason: GoAway) -> None:
-        """Tell the client to send no new calls here; close once running calls are done."""
+        """Tell the client to send no new calls here (it closes the connection when its calls
+        are answered; :meth:`Server.aclose` closes what is left after the grace)."""
         if self.transport is None or self.going_away:
             return
         self.going_away = True
         self.transport.write(goaway_frame(reason))
-        if not self.running:
-            self._loop.call_soon(self.close)
 
     def close(self) -> None:
         """Close the connection after writing what is buffered."""

@@ -163,7 +163,7 @@ def test_a_client_that_pings_too_often_is_told_so_and_cut_off() -> None:
             assert conn is not None
             await asyncio.wait_for(conn.closed, 5)
             assert conn.goaway is GoAway.TOO_MANY_PINGS
-            assert client._heartbeat_interval == 0.04  # the client backs off, as gRPC's does
+            assert client.endpoint.heartbeat_interval == 0.04  # the client backs off, as gRPC's does
             assert (await client.async_proxy(UserApi).get_user(2)).id == 2
 
     run(scenario)
@@ -300,8 +300,8 @@ def test_connection_refused_then_backoff_grows_with_jitter() -> None:
         for _ in range(4):
             with pytest.raises(TransportError, match="cannot connect"):
                 await users.get_user(1)
-            waits.append(client._next_attempt - loop.time())
-            await until(lambda: loop.time() >= client._next_attempt)
+            waits.append(client.endpoint._next_attempt - loop.time())
+            await until(lambda: loop.time() >= client.endpoint._next_attempt)
         assert 0.03 < waits[0] < 0.07 and 0.07 < waits[1] < 0.13
         assert all(w <= 0.25 for w in waits)
 

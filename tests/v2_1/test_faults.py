@@ -447,7 +447,7 @@ def test_too_many_pings_gets_goaway_and_the_client_backs_off() -> None:
                 async with asyncio.timeout(5):
                     await asyncio.shield(conn.closed)
                 assert conn.goaway is GoAway.TOO_MANY_PINGS
-                assert client._heartbeat_interval == 0.04
+                assert client.endpoint.heartbeat_interval == 0.04
 
                 assert (await users.get_user(2)).id == 2
                 assert client.connects == 2

@@ -1,0 +1,60 @@
+"""v3.x: governance on ZooKeeper. 3.0 registration and discovery; 3.1 client-side balancing.
+
+What changed since v2.1, module by module:
+
+* :mod:`~stages.v3_x.registry` (new): providers' entries in ZooKeeper, consumers' watched views;
+  a static list for direct connection;
+* :mod:`~stages.v3_x.balancer` (new): random, weighted, smooth round robin, least active,
+  consistent hashing, and power of two choices over peak-EWMA latency;
+* :mod:`~stages.v3_x.server`: v2.1's server, registered while it serves, withdrawn before it
+  drains;
+* :mod:`~stages.v3_x.client`: v2.1's client with one endpoint per provider and a balancer
+  choosing among them;
+* :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, and the
+  registry's errors.
+
+Unchanged and imported from v2.1: the protocol, the connections (``Endpoint``), heartbeats,
+proxies, the interceptor chain, serializers, interfaces.
+"""
+
+from stages.v2_1 import PROTOCOL_VERSION, Call, Interceptor  # unchanged since v2.1
+from stages.v3_x.balancer import (
+    STRATEGIES,
+    Balancer,
+    Candidate,
+    ConsistentHashBalancer,
+    LeastActiveBalancer,
+    P2CBalancer,
+    PeakEwma,
+    RandomBalancer,
+    RoundRobinBalancer,
+    WeightedRandomBalancer,
+    make_balancer,
+)
+from stages.v3_x.client import Client, View
+from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
+from stages.v3_x.errors import (
+    ConnectionClosedError,
+    NoProviderError,
+    RegistryError,
+    RegistryUnavailable,
+    RemoteError,
+    RpcError,
+    RpcTimeoutError,
+    TransportError,
+)
+from stages.v3_x.registry import ProviderInfo, Registry, StaticRegistry, ZooKeeperRegistry
+from stages.v3_x.server import Server
+
+STAGE = "3.1"
+
+__all__ = [
+    "STAGE", "PROTOCOL_VERSION", "Call", "Interceptor",
+    "Balancer", "Candidate", "PeakEwma", "RandomBalancer", "WeightedRandomBalancer",
+    "RoundRobinBalancer", "LeastActiveBalancer", "ConsistentHashBalancer", "P2CBalancer",
+    "STRATEGIES", "make_balancer", "DEFAULT_BALANCER",
+    "Client", "View", "ClientConfig", "ServerConfig", "Server",
+    "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry",
+    "RpcError", "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError",
+    "NoProviderError", "RegistryError", "RegistryUnavailable",
+]

@@ -1,0 +1,308 @@
+"""Command line of v3.x: providers that register, consumers that discover, and the registry.
+
+::
+
+    python -m stages.v3_x demo [--zk HOST:PORT]
+    python -m stages.v3_x server --zk HOST:PORT [--port N] [--weight W]
+    python -m stages.v3_x client --zk HOST:PORT [--lb STRATEGY] [--calls N] [--json]
+    python -m stages.v3_x registry --zk HOST:PORT
+    python -m stages.v3_x zookeeper
+    python -m stages.v3_x bench [--zk HOST:PORT] [--json]
+
+Without ``--zk``, ``$RPC_ZK`` names the ZooKeeper; ``demo`` (and only ``demo``) starts a local one
+when neither is given. ``zookeeper`` runs a local ZooKeeper in the foreground, for a learner who
+starts providers and consumers in separate terminals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from stages.harness.process import ServerProcess
+from stages.harness.zookeeper import RPC_ZK_ENV, LocalZooKeeper, resolve_zookeeper
+from stages.v1_0.cli import add_limit_options, limit_settings, serve_until_signalled
+from stages.v2_0.cli import add_traceback_option
+from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
+from stages.v2_0.user_stub import InventoryApi, UserApi
+from stages.v2_1.timer_stub import TimerApi, TimerImpl
+from stages.v3_x.balancer import STRATEGIES
+from stages.v3_x.client import Client
+from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
+from stages.v3_x.errors import RpcError
+from stages.v3_x.registry import ROOT, Registry, ZooKeeperRegistry
+from stages.v3_x.server import Server
+
+__all__ = ["main", "new_server", "print_tree"]
+
+
+def new_server(registry: Registry, config: ServerConfig | None = None) -> Server:
+    """A v3 provider of the demo interfaces (v2.0's implementations, v2.1's timer)."""
+    server = Server(config, registry=registry)
+    server.bind(UserApi, UserApiImpl(), inline=True)
+    server.bind(InventoryApi, InventoryApiImpl(), inline=True)
+    server.bind(TimerApi, TimerImpl())
+    return server
+
+
+def zk_hosts(given: str | None) -> str:
+    hosts = given or os.environ.get(RPC_ZK_ENV, "")
+    if not hosts:
+        raise SystemExit("give --zk HOST:PORT (or set RPC_ZK), or start one with "
+                         "`python -m stages.v3_x zookeeper`")
+    return hosts
+
+
+# -- client ------------------------------------------------------------------------------------
+
+
+async def call_users(client: Client, calls: int) -> dict[str, object]:
+    """``get_user`` ``calls`` times, one after the other: how many each provider answered, and
+    the failures by type."""
+    users = client.async_proxy(UserApi)
+    view = await client.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
+    before = {key: c.calls for key, c in view.candidates.items()}
+    errors: collections.Counter[str] = collections.Counter()
+    for i in range(calls):
+        try:
+            await users.get_user(1 + i % 1000)
+        except RpcError as exc:
+            errors[type(exc).__name__] += 1
+    per_provider = {key: c.calls - before.get(key, 0) for key, c in view.candidates.items()
+                    if c.calls - before.get(key, 0)}
+    return {"calls": calls, "errors": sum(errors.values()), "error_types": dict(errors),
+            "per_provider": dict(sorted(per_provider.items()))}
+
+
+async def run_client(hosts: str, balancer: str, calls: int, as_json: bool) -> int:
+    client = Client(ZooKeeperRegistry(hosts), ClientConfig(balancer=balancer))
+    try:
+        result = await call_users(client, calls)
+    finally:
+        await client.aclose()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['calls']} calls, {result['errors']} errors; per provider: "
+              f"{result['per_provider']}")
+    return 0 if not result["errors"] else 1
+
+
+# -- registry and zookeeper --------------------------------------------------------------------
+
+
+def print_tree(hosts: str, root: str = ROOT) -> str:
+    """The registry's tree as text, each provider with its entry."""
+    zk = KazooClient(hosts=hosts)
+    zk.start(timeout=10)
+    lines: list[str] = []
+
+    def walk(path: str, depth: int) -> None:
+        try:
+            children = sorted(zk.get_children(path))
+            data, stat = zk.get(path)
+        except NoNodeError:
+            return
+        name = path.rsplit("/", 1)[-1] or "/"
+        note = "  (ephemeral)" if stat.ephemeralOwner else ""
+        lines.append(f"{'    ' * depth}{name}{note}")
+        if data and stat.ephemeralOwner:
+            lines.append(f"{'    ' * (depth + 1)}{data.decode('utf-8', 'replace')}")
+        for child in children:
+            walk(f"{path}/{child}", depth + 1)
+
+    try:
+        walk(root, 0)
+    finally:
+        zk.stop()
+        zk.close()
+    return "\n".join(lines) if lines else f"(no {root} node yet)"
+
+
+def run_zookeeper() -> int:
+    with LocalZooKeeper() as zk:
+        print(f"ZooKeeper listening on {zk.hosts}; Ctrl-C stops it", flush=True)
+        print(f"  export {RPC_ZK_ENV}={zk.hosts}", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+async def demo(given_zk: str | None) -> int:
+    with resolve_zookeeper(given_zk) as hosts:
+        print(f"registry: ZooKeeper at {hosts}")
+        # The consumer pings a silent provider every 0.2 s, so the providers allow it.
+        provider_args = ["--zk", hosts, "--min-ping-interval", "0.1"]
+        providers = [ServerProcess("stages.v3_x", provider_args).start() for _ in range(3)]
+        try:
+            client = Client(ZooKeeperRegistry(hosts), ClientConfig(heartbeat_interval=0.2))
+            view = await client.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
+            await _until(lambda: len(view.candidates) == 3, 10)
+            print(f"consumer sees {len(view.candidates)} providers of UserApi: "
+                  f"{', '.join(sorted(view.candidates))}")
+            result = await call_users(client, 300)
+            print(f"300 calls, balanced by {client.balancer.name}: {result['per_provider']}, "
+                  f"{result['errors']} errors")
+
+            victim = providers[0]
+            victim_key = f"{victim.host}:{victim.port}"
+            victim.process.kill()  # type: ignore[union-attr]
+            start = time.monotonic()
+            result = await call_users(client, 300)
+            print(f"killed provider {victim_key}; 300 calls meanwhile: {result['per_provider']}, "
+                  f"{result['errors']} failed (those in flight on it when it died)")
+            await _until(lambda: victim_key not in view.candidates, 30)
+            print(f"its ZooKeeper session expired and its entry went away after "
+                  f"{time.monotonic() - start:.1f} s; the consumer had stopped using it before")
+
+            providers[0] = ServerProcess("stages.v3_x", provider_args).start()
+            await _until(lambda: len(view.candidates) == 3, 10)
+            print(f"a new provider registered; the consumer sees {len(view.candidates)} again")
+            result = await call_users(client, 300)
+            print(f"300 calls: {result['per_provider']}, {result['errors']} errors")
+
+            # A graceful stop under load: calls go on while the provider withdraws its entry,
+            # waits for the consumers to notice, and drains.
+            stopping = asyncio.ensure_future(asyncio.to_thread(providers[1].stop))  # SIGTERM
+            calls = failed = 0
+            while not stopping.done():
+                result = await call_users(client, 20)
+                calls += 20
+                failed += int(result["errors"])  # type: ignore[call-overload]
+            await stopping
+            print(f"stopped a provider gracefully while calls went on: {calls} calls, "
+                  f"{failed} failed")
+            await client.aclose()
+        finally:
+            for provider in providers:
+                provider.stop()
+    return 0
+
+
+async def _until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+async def bench(given_zk: str | None, calls: int | None, as_json: bool) -> int:
+    """v3.x (registry, balancer, one provider) against v2.1 (direct), in the same run."""
+    from stages.harness.bench import measure_concurrency_sweep, run_length
+    from stages.v1_0.cli import print_bench
+    from stages.v2_1.client import Client as DirectClient
+
+    n = calls or run_length(500, 5000)
+    levels = (1, 16, 64)
+    with resolve_zookeeper(given_zk) as hosts, \
+            ServerProcess("stages.v3_x", ["--zk", hosts]), \
+            ServerProcess("stages.v2_1") as v2_server:
+        v3 = Client(ZooKeeperRegistry(hosts))
+        v3_users = v3.async_proxy(UserApi)
+        v21 = DirectClient(v2_server.host, v2_server.port)
+        v21_users = v21.async_proxy(UserApi)
+        await v3_users.get_user(1)  # discovery and connection before measuring
+        curves = {
+            "v2.1 direct": await measure_concurrency_sweep(lambda: v21_users.get_user(1), n,
+                                                           levels, label="v2.1 direct"),
+            "v3.x via registry (p2c)": await measure_concurrency_sweep(
+                lambda: v3_users.get_user(1), n, levels, label="v3.x via registry (p2c)"),
+        }
+        await v3.aclose()
+        await v21.aclose()
+    ratio = curves["v3.x via registry (p2c)"][64].tps / curves["v2.1 direct"][64].tps
+    if as_json:
+        print(json.dumps({"calls": n, "tps_64_ratio_v3_over_v21": ratio,
+                          "curves": {k: [r.summary() for r in v.values()]
+                                     for k, v in curves.items()}}, indent=2))
+        return 0
+    print_bench(curves, as_json=False)
+    print(f"\nTPS at 64 in flight, v3.x / v2.1: {ratio:.2f}")
+    return 0
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.v3_x", description="v3.x: "
+                                     "providers registered in ZooKeeper, consumers that discover "
+                                     "and balance")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo_cmd = sub.add_parser("demo", help="a local ZooKeeper, three providers, a consumer")
+    demo_cmd.add_argument("--zk", help="use this ZooKeeper instead of starting one")
+    server = sub.add_parser("server", help="serve and register until SIGINT/SIGTERM")
+    server.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    server.add_argument("--weight", type=int, default=ServerConfig.weight)
+    server.add_argument("--session-timeout", type=float, default=4.0,
+                        help="ZooKeeper session timeout (seconds)")
+    server.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout,
+                        help="close a client silent this long (seconds)")
+    server.add_argument("--min-ping-interval", type=float, default=ServerConfig.min_ping_interval,
+                        help="clients may ping at most this often (seconds)")
+    add_limit_options(server)
+    add_traceback_option(server)
+    client = sub.add_parser("client", help="discover the providers and call them")
+    client.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
+    client.add_argument("--lb", choices=sorted(STRATEGIES), default=DEFAULT_BALANCER)
+    client.add_argument("--calls", type=int, default=10)
+    client.add_argument("--json", action="store_true")
+    registry = sub.add_parser("registry", help="print the registry tree")
+    registry.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
+    sub.add_parser("zookeeper", help="run a local ZooKeeper in the foreground")
+    bench_cmd = sub.add_parser("bench", help="v3.x against v2.1, in the same run")
+    bench_cmd.add_argument("--zk", help="use this ZooKeeper instead of starting one")
+    bench_cmd.add_argument("--calls", type=int, default=None,
+                           help="measured calls per level (default: short, or long with "
+                           "RPC_BENCH=full)")
+    bench_cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        return asyncio.run(demo(args.zk))
+    if args.command == "server":
+        registry = ZooKeeperRegistry(zk_hosts(args.zk), session_timeout=args.session_timeout)
+        config = ServerConfig(host=args.host, port=args.port, weight=args.weight,
+                              idle_timeout=args.idle_timeout,
+                              min_ping_interval=args.min_ping_interval,
+                              send_tracebacks=args.send_tracebacks, **limit_settings(args))
+        asyncio.run(serve_until_signalled(new_server(registry, config)))
+        return 0
+    if args.command == "client":
+        return asyncio.run(run_client(zk_hosts(args.zk), args.lb, args.calls, args.json))
+    if args.command == "registry":
+        print(print_tree(zk_hosts(args.zk)))
+        return 0
+    if args.command == "zookeeper":
+        return run_zookeeper()
+    if args.command == "bench":
+        return asyncio.run(bench(args.zk, args.calls, args.json))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

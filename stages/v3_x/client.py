@@ -1,0 +1,236 @@
+"""The v3.x client (consumer): discover providers in a registry, and balance calls across them.
+
+v2.1's client talked to one server through one :class:`~stages.v2_1.client.Endpoint`. v3's
+holds one endpoint per provider, and a *view* per interface: the providers the registry lists
+for it, each with what the client measures about it (a :class:`~stages.v3_x.balancer.Candidate`:
+calls in flight, peak-EWMA latency). For every call the balancer picks one provider among the
+view's candidates that can take a call now. Everything else is v2.1's: proxies, the interceptor
+chain, connections, heartbeats, deadlines.
+
+What happens when providers come and go:
+
+* **The registry's view changes** (a provider registered, deregistered, or its session expired):
+  the listener updates the view on the client's loop. A new provider gets an endpoint (its
+  connection opens on its first call); a removed one leaves the candidates at once, and its
+  connection is closed when no call is pending on it (calls in flight finish first).
+* **A provider dies before the registry knows.** Its connection fails (reset, or v2.1's
+  heartbeat declares it dead): the endpoint backs off before reconnecting, and a provider whose
+  endpoint is backing off, or which said GOAWAY, is not a candidate. The client does not wait
+  for the provider's ZooKeeper session to expire.
+* **A call that was certainly not run goes to another provider**: when no connection could be
+  opened (nothing was sent), or when the provider answered UNAVAILABLE, which a v2.1 server does
+  only for a call it refused without running it (it is shutting down). A call that was sent and
+  then lost its connection or its deadline may have run; whether to retry it is a policy (v3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.v1_0.errors import clip
+from stages.v2_1 import client as v2_1
+from stages.v2_1.client import Call, Endpoint, Interceptor
+from stages.v3_x.balancer import Balancer, Candidate, make_balancer
+from stages.v3_x.config import ClientConfig
+from stages.v3_x.errors import (
+    ConnectionClosedError,
+    NoProviderError,
+    RpcTimeoutError,
+    Status,
+    TransportError,
+)
+from stages.v3_x.registry import ProviderInfo, Registry
+
+__all__ = ["Client", "View"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class View:
+    """The providers of one interface as this client knows them.
+
+    Attributes:
+        api_address: the interface's address.
+        providers: the registry's entries, by key.
+        candidates: the balancer's candidates, by key (one per provider).
+        changes: how many times the registry's list was received (the first included).
+    """
+
+    api_address: str
+    providers: dict[str, ProviderInfo] = field(default_factory=dict)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    changes: int = 0
+
+
+class Client(v2_1.Client):
+    """Calls the providers of interfaces listed in a registry.
+
+    Usage::
+
+        registry = ZooKeeperRegistry("127.0.0.1:2181")
+        with Client(registry) as client:
+            users = client.proxy(UserApi)
+            users.get_user(1)          # some provider of UserApi, chosen by the balancer
+
+    The client starts the registry on its own event loop when it first needs it (the registry
+    is then used from that loop only), and closes it with the client.
+
+    Args:
+        registry: where the providers are listed.
+        config: v2.1's settings plus the balancing strategy.
+        balancer: a balancer object instead of ``config.balancer`` (for a seeded one, say).
+        interceptors: hooks around every call, as in v2.1.
+    """
+
+    config: ClientConfig
+
+    def __init__(self, registry: Registry, config: ClientConfig | None = None, *,
+                 balancer: Balancer | None = None, interceptors: Iterable[Interceptor] = (),
+                 rng: random.Random | None = None) -> None:
+        # v2.1's client is built for one address; here the addresses come from the registry.
+        super().__init__("registry", 0, config or ClientConfig(), interceptors=interceptors)
+        self.registry = registry
+        self.balancer = balancer or make_balancer(self.config.balancer, rng)
+        self.views: dict[str, View] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self._watching: dict[str, asyncio.Task[View]] = {}
+        self._registry_started: asyncio.Task[None] | None = None
+
+    def _target(self) -> str:
+        return self.registry.describe()
+
+    @property
+    def connects(self) -> int:
+        """Connections opened so far, to all providers."""
+        return sum(endpoint.connects for endpoint in self.endpoints.values())
+
+    # -- the view of an interface ------------------------------------------------------------
+
+    async def view(self, api_address: str) -> View:
+        """The view of an interface, watched from the first time it is asked for.
+
+        Raises:
+            RegistryUnavailable: the registry could not be reached to read the first list.
+        """
+        view = self.views.get(api_address)
+        if view is not None:
+            return view
+        task = self._watching.get(api_address)
+        if task is None:
+            task = self._watching[api_address] = asyncio.get_running_loop().create_task(
+                self._watch(api_address))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._watching.pop(api_address, None)
+
+    async def _watch(self, api_address: str) -> View:
+        if self._registry_started is None:
+            self._registry_started = asyncio.get_running_loop().create_task(self.registry.start())
+        try:
+            await asyncio.shield(self._registry_started)
+        except BaseException:
+            self._registry_started = None  # try again on the next call
+            raise
+        view = View(api_address)
+        await self.registry.watch(api_address, lambda providers: self._update(view, providers))
+        self.views[api_address] = view
+        try:
+            await self.registry.register_consumer(api_address)
+        except Exception as exc:  # only for operators: a failure here stops no call
+            log.info("could not register as a consumer of %s: %s", api_address, exc)
+        return view
+
+    def _update(self, view: View, providers: Mapping[str, ProviderInfo]) -> None:
+        """The registry's current list (on the client's loop): new providers become candidates,
+        removed ones leave, weights follow their entries."""
+        view.changes += 1
+        gone = view.providers.keys() - providers.keys()
+        view.providers = dict(providers)
+        for key in gone:
+            view.candidates.pop(key, None)
+            self._retire(key)
+        for key, info in providers.items():
+            candidate = view.candidates.get(key)
+            if candidate is None:
+                view.candidates[key] = Candidate(key, info.weight)
+            else:
+                candidate.weight = info.weight
+            if key not in self.endpoints:
+                self.endpoints[key] = Endpoint((info.host, info.port), self.config)
+        log.debug("%s: %d providers", view.api_address, len(view.candidates))
+
+    def _retire(self, key: str) -> None:
+        """A provider left a view: close its connection if no other view lists it and no call is
+        pending on it (pending calls finish; the provider's GOAWAY closes it then)."""
+        if any(key in view.candidates for view in self.views.values()):
+            return
+        endpoint = self.endpoints.get(key)
+        if endpoint is None:
+            return
+        conn = endpoint.connection
+        if conn is None or not conn.pending:
+            del self.endpoints[key]
+            asyncio.get_running_loop().create_task(endpoint.aclose())
+
+    # -- one call --------------------------------------------------------------------------------
+
+    async def _send(self, call: Call) -> Any:
+        """The end of the interceptor chain: choose a provider, exchange, decode."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout
+        view = await self.view(call.spec.address)
+        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
+                                     call.serializer)
+        tried: set[str] = set()
+        while True:
+            now = loop.time()
+            candidates = [c for key, c in view.candidates.items() if key not in tried
+                          and key in self.endpoints and self.endpoints[key].accepting(now)]
+            if not candidates:
+                raise NoProviderError(self._no_provider(view, tried))
+            chosen = self.balancer.pick(candidates, call.args)
+            tried.add(chosen.key)
+            remaining = deadline - now
+            if remaining <= 0:
+                raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
+            chosen.started()
+            try:
+                frame = await self.endpoints[chosen.key].exchange(request, remaining)
+            except (ConnectionClosedError, RpcTimeoutError):
+                raise  # it was sent, and may have run: not ours to retry (see v3.2)
+            except TransportError as exc:
+                log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
+                continue  # no connection: nothing was sent
+            finally:
+                chosen.finished(loop.time() - now)
+            if frame.status == Status.UNAVAILABLE and frame.codec == 0:
+                continue  # refused without being run (the provider is going away)
+            return self.read_outcome(frame, call.serializer)
+
+    def _no_provider(self, view: View, tried: set[str]) -> str:
+        if not view.providers:
+            return f"no provider of {view.api_address} is registered in {self._target()}"
+        return clip(f"no provider of {view.api_address} can take the call now "
+                    f"({len(view.providers)} registered; unreachable, backing off or going "
+                    f"away: {', '.join(sorted(view.providers))})", 400)
+
+    async def exchange(self, request: Any, timeout: float | None = None) -> Any:
+        raise TypeError("a v3 client sends calls through its balancer: use its proxies")
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every connection, then the registry."""
+        endpoints, self.endpoints = list(self.endpoints.values()), {}
+        for endpoint in endpoints:
+            await endpoint.aclose()
+        if self._registry_started is not None:
+            await self.registry.aclose()

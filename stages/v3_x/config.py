@@ -1,0 +1,57 @@
+"""Configuration of v3.x: v2.1's settings, plus what registration and balancing need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stages.v1_0.config import check_positive
+from stages.v2_1 import config as v2_1
+from stages.v3_x.balancer import STRATEGIES
+from stages.v3_x.errors import ConfigError
+
+__all__ = ["ServerConfig", "ClientConfig", "DEFAULT_BALANCER"]
+
+#: The strategy a consumer uses unless told otherwise (see notebook 05 for the measurements).
+DEFAULT_BALANCER = "p2c"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig(v2_1.ServerConfig):
+    """Server settings of v2.1, plus:
+
+    Attributes:
+        weight: the provider's relative share of traffic, published in its registry entry
+            (0 to 10000; 0 keeps it registered but out of rotation).
+        version: the provider's software version, published in its registry entry.
+        deregister_delay: seconds between withdrawing the registry entry and telling clients
+            GOAWAY on shutdown: time for consumers' watches to fire, so that they stop
+            choosing this provider before it stops taking calls.
+    """
+
+    weight: int = 100
+    version: str = ""
+    deregister_delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if type(self.weight) is not int or not 0 <= self.weight <= 10_000:
+            raise ConfigError(f"ServerConfig.weight must be an int from 0 to 10000, got "
+                              f"{self.weight!r}")
+        check_positive(self, "deregister_delay")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig(v2_1.ClientConfig):
+    """Client settings of v2.1, plus:
+
+    Attributes:
+        balancer: the load-balancing strategy (see :mod:`stages.v3_x.balancer`).
+    """
+
+    balancer: str = DEFAULT_BALANCER
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.balancer not in STRATEGIES:
+            raise ConfigError(f"ClientConfig.balancer: unknown strategy {self.balancer!r} "
+                              f"(known: {', '.join(STRATEGIES)})")

@@ -1,0 +1,50 @@
+"""The exception tree of v3.x: v2.1's tree, plus what a registry adds::
+
+    RpcError
+    ├── TransportError
+    │   └── NoProviderError       no provider of the interface can take the call now
+    └── RegistryError             the registry cannot be reached, or holds something invalid
+        └── RegistryUnavailable   ZooKeeper did not answer in time (at start, or for too long)
+
+A registry entry that fails validation (bad JSON, a port out of range, a field of the wrong type)
+is not an exception for the caller: the entry is skipped and logged, and the other providers of
+the interface are used. One bad entry must never take a whole interface down.
+"""
+
+from __future__ import annotations
+
+from stages.v2_0.errors import (  # unchanged since v2.0
+    ApiDefinitionError,
+    ConfigError,
+    ConnectionClosedError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteError,
+    RemoteException,
+    RemoteProtocolError,
+    RpcError,
+    RpcTimeoutError,
+    SerializationError,
+    Status,
+    TransportError,
+)
+
+__all__ = [
+    "Status", "RpcError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError",
+    "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError", "ConfigError",
+    "RemoteException", "SerializationError", "ApiDefinitionError",
+    "NoProviderError", "RegistryError", "RegistryUnavailable",
+]
+
+
+class NoProviderError(TransportError):
+    """No provider of the interface can take the call: none is registered, or every one is
+    unreachable or backing off. Nothing was sent."""
+
+
+class RegistryError(RpcError):
+    """The registry cannot be used: unreachable, or it refused an operation."""
+
+
+class RegistryUnavailable(RegistryError):
+    """ZooKeeper did not answer within the time allowed."""

@@ -1,0 +1,534 @@
+"""Service registration and discovery (v3.0): who provides an interface, and where.
+
+Up to v2.1 a client was given a server's address. From v3.0 on, providers *register* in a
+registry and consumers *discover* them there, so providers can come, go and move without anyone
+reconfiguring the consumers. The registry is ZooKeeper; its tree, readable with ZooKeeper's own
+``zkCli.sh`` (``ls /rpc/walkthrough/...``), is::
+
+    /rpc
+    └── <namespace>                               walkthrough
+        └── <interface>                           stages.v2_0.user_stub.api.UserApi
+            ├── providers
+            │   ├── 127.0.0.1:40111               ephemeral; data: the provider's JSON
+            │   └── 127.0.0.1:40112
+            └── consumers
+                └── 127.0.0.1:4711-3f2a...        ephemeral; data: the consumer's JSON
+
+The ``<namespace>/<interface>`` part is the API's address from v2.0, so an interface's node is
+found without anyone assigning it. A provider's node holds its metadata as JSON
+(:class:`ProviderInfo`: address, weight, serializers, methods, version, start time).
+
+How the pieces behave, and why:
+
+* **Ephemeral nodes.** A provider's node belongs to its ZooKeeper *session*. The session is kept
+  alive by the client library's own pings; if the provider dies (killed, frozen, cut off), the
+  pings stop, the session expires after its timeout, and ZooKeeper deletes the node. The session
+  *is* the provider's heartbeat towards the registry: no other is needed.
+* **Watches fire once, and events can be missed.** ZooKeeper tells a watcher *that* a node's
+  children changed, once; changes made before the watch is set again, or while disconnected, are
+  not reported one by one. So on every event, and after every reconnection, a consumer re-reads
+  the whole list. Its view is then always a recent copy of the registry, never a sum of deltas.
+* **Suspended is not lost.** When the connection to ZooKeeper drops, the session may still be
+  alive: the consumer keeps using its last known list and the provider deregisters nothing.
+  Only when the session is declared expired (LOST) are nodes and watches gone, and then the
+  provider registers again as soon as it can.
+* **Re-registration checks the owner.** After an expiry, the old session's node may still be
+  there for a while (ZooKeeper deletes it when it notices the expiry). Creating the new node
+  then fails with "node exists"; a provider that took that as success would stay unregistered
+  for good once the old node goes. So the provider reads the node's owner: its own session's
+  node is kept, another session's is deleted and created again. A watch on its own node
+  re-creates it if it ever disappears while the provider lives.
+* **ZooKeeper's callbacks run on its threads**, and must not block there. Every callback here
+  only hands the event to the asyncio event loop (``call_soon_threadsafe``); the loop does the
+  reading and writing through ``asyncio.to_thread``.
+* **A consumer does not wait for ZooKeeper to learn that a provider died.** Its connection
+  heartbeat (v2.1) notices a dead provider within seconds, and a failed connection takes the
+  provider out of the candidates at once (see :mod:`stages.v3_x.client`); the registry catches
+  up when the session expires.
+
+Everything read from ZooKeeper is treated as hostile: a node's data must parse as a
+:class:`ProviderInfo` within size limits, and an entry that does not is skipped (and logged),
+never trusted and never allowed to break the other entries.
+
+:class:`StaticRegistry` offers the same interface over a fixed list of addresses, for v2-style
+direct connection without ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from stages.v1_0.errors import clip
+from stages.v3_x.errors import RegistryError, RegistryUnavailable
+
+__all__ = [
+    "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry", "Listener",
+    "providers_path", "consumers_path", "ROOT", "MAX_NODE_BYTES", "MAX_PROVIDERS",
+]
+
+log = logging.getLogger(__name__)
+
+#: The registry's top node.
+ROOT: Final = "/rpc"
+#: Largest provider entry read (ZooKeeper allows 1 MB per node; an entry is a few hundred bytes).
+MAX_NODE_BYTES: Final = 16 * 1024
+#: Providers of one interface read at most; more are ignored (and logged).
+MAX_PROVIDERS: Final = 10_000
+
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-:]{0,252}\Z")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}\Z")
+
+
+def providers_path(api_address: str, root: str = ROOT) -> str:
+    """``/rpc/<namespace>/<interface>/providers`` for an API address ``namespace/interface``."""
+    return f"{root}/{api_address}/providers"
+
+
+def consumers_path(api_address: str, root: str = ROOT) -> str:
+    """``/rpc/<namespace>/<interface>/consumers``."""
+    return f"{root}/{api_address}/consumers"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderInfo:
+    """What a provider says about itself in its registry entry.
+
+    Attributes:
+        host, port: where to connect.
+        weight: its share of the traffic relative to the others (balancers that use weights);
+            0 takes it out of rotation without deregistering it.
+        serializers: the serializers it accepts.
+        methods: the interface's methods it serves.
+        version: the provider's software version (free text).
+        started_at: when it started (seconds since the epoch).
+    """
+
+    host: str
+    port: int
+    weight: int = 100
+    serializers: tuple[str, ...] = ("pickle", "protobuf")
+    methods: tuple[str, ...] = ()
+    version: str = ""
+    started_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """``host:port``: the entry's node name, and the provider's identity."""
+        return f"{self.host}:{self.port}"
+
+    def to_json(self) -> bytes:
+        """The node's data."""
+        return json.dumps({"host": self.host, "port": self.port, "weight": self.weight,
+                           "serializers": list(self.serializers), "methods": list(self.methods),
+                           "version": self.version, "started_at": self.started_at},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, key: str | None = None) -> ProviderInfo:
+        """Parse and validate a node's data; ``key`` is the node's name, which must match.
+
+        Unknown fields are ignored (a newer provider may say more); known ones must have their
+        type and range.
+
+        Raises:
+            ValueError: the data is too large, not JSON, or a field is missing or invalid.
+        """
+        if len(data) > MAX_NODE_BYTES:
+            raise ValueError(f"entry of {len(data)} bytes (at most {MAX_NODE_BYTES})")
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(clip(f"not JSON: {exc}")) from None
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        host, port = doc.get("host"), doc.get("port")
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise ValueError(clip(f"bad host {host!r}"))
+        if type(port) is not int or not 0 < port < 65536:
+            raise ValueError(clip(f"bad port {port!r}"))
+        weight = doc.get("weight", 100)
+        if type(weight) is not int or not 0 <= weight <= 10_000:
+            raise ValueError(clip(f"bad weight {weight!r} (an int from 0 to 10000)"))
+        started_at = doc.get("started_at", 0.0)
+        if type(started_at) not in (int, float) or not math.isfinite(started_at):
+            raise ValueError(clip(f"bad started_at {started_at!r}"))
+        version = doc.get("version", "")
+        if not isinstance(version, str) or len(version) > 100:
+            raise ValueError("bad version")
+        info = cls(host=host, port=port, weight=weight,
+                   serializers=_names(doc.get("serializers", ["pickle", "protobuf"]), "serializers"),
+                   methods=_names(doc.get("methods", []), "methods"),
+                   version=version, started_at=float(started_at))
+        if key is not None and key != info.key:
+            raise ValueError(clip(f"node {key!r} holds the entry of {info.key}"))
+        return info
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > 256 \
+            or not all(isinstance(v, str) and _NAME.match(v) for v in value):
+        raise ValueError(f"bad {what}: a list of at most 256 names")
+    return tuple(value)
+
+
+#: Called with the current providers of an interface, by key, each time the view may have changed.
+Listener = Callable[[Mapping[str, ProviderInfo]], None]
+
+
+class Registry(abc.ABC):
+    """Where providers register and consumers discover them. Used from one asyncio event loop;
+    listeners are called on that loop."""
+
+    async def start(self) -> None:  # noqa: B027 (optional: most registries connect)
+        """Connect (a no-op for registries that need no connection)."""
+
+    @abc.abstractmethod
+    async def register(self, api_address: str, info: ProviderInfo) -> None:
+        """Announce that ``info`` provides the API at ``api_address``."""
+
+    @abc.abstractmethod
+    async def unregister(self, api_address: str, info: ProviderInfo) -> None:
+        """Withdraw the announcement (a graceful shutdown's first step)."""
+
+    @abc.abstractmethod
+    async def watch(self, api_address: str, listener: Listener) -> None:
+        """Call ``listener`` with the current providers now, and again whenever they change.
+
+        Raises:
+            RegistryUnavailable: the first list could not be read in time.
+        """
+
+    async def register_consumer(self, api_address: str) -> None:  # noqa: B027 (optional)
+        """Announce a consumer of the API (for operators; nothing depends on it)."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional)
+        """Release the connection; a provider's entries disappear with it."""
+
+    def describe(self) -> str:
+        """A short description for messages (``zookeeper 127.0.0.1:2181``)."""
+        return type(self).__name__
+
+
+class StaticRegistry(Registry):
+    """A fixed list of providers for every interface: v2's direct connection, in v3's terms.
+
+    Args:
+        addresses: ``host:port`` strings, or :class:`ProviderInfo` entries.
+    """
+
+    def __init__(self, addresses: Iterable[str | ProviderInfo]) -> None:
+        infos = []
+        for address in addresses:
+            if isinstance(address, ProviderInfo):
+                infos.append(address)
+            else:
+                host, _, port = address.rpartition(":")
+                infos.append(ProviderInfo(host=host, port=int(port)))
+        self._providers = {info.key: info for info in infos}
+
+    async def register(self, api_address: str, info: ProviderInfo) -> None:
+        pass  # a static list is written by whoever configures it
+
+    async def unregister(self, api_address: str, info: ProviderInfo) -> None:
+        pass
+
+    async def watch(self, api_address: str, listener: Listener) -> None:
+        listener(dict(self._providers))
+
+    def describe(self) -> str:
+        return f"static list {', '.join(self._providers)}"
+
+
+@dataclass
+class _Watched:
+    """One interface a consumer watches: its listeners, and the refresh in progress."""
+
+    path: str
+    listeners: list[Listener] = field(default_factory=list)
+    refreshing: asyncio.Task[None] | None = None
+    again: bool = False
+    providers: dict[str, ProviderInfo] = field(default_factory=dict)
+
+
+class ZooKeeperRegistry(Registry):
+    """The registry in ZooKeeper, through kazoo.
+
+    Args:
+        hosts: ZooKeeper's connect string (``host:port[,host:port...]``).
+        session_timeout: seconds after which ZooKeeper expires a silent session, deleting its
+            provider's entries. The server clamps it to between 2 and 20 of its ticks.
+        connect_timeout: seconds to wait for the first connection before giving up.
+        root: the registry's top node.
+    """
+
+    def __init__(self, hosts: str, *, session_timeout: float = 10.0,
+                 connect_timeout: float = 10.0, root: str = ROOT) -> None:
+        self.hosts = hosts
+        self.root = root
+        self.connect_timeout = connect_timeout
+        self._zk = KazooClient(hosts=hosts, timeout=session_timeout)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: node path -> data, for every entry this process registered (re-created if lost)
+        self._owned: dict[str, bytes] = {}
+        self._watched: dict[str, _Watched] = {}
+        self._lost = False
+        self._closed = False
+        #: (monotonic time, state) of every connection state change, for the curious.
+        self.states: list[tuple[float, str]] = []
+
+    def describe(self) -> str:
+        return f"zookeeper {self.hosts}"
+
+    @property
+    def client(self) -> KazooClient:
+        """The kazoo client (for tests that expire its session)."""
+        return self._zk
+
+    async def start(self) -> None:
+        """Connect to ZooKeeper.
+
+        Raises:
+            RegistryUnavailable: no connection within ``connect_timeout``.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._zk.add_listener(self._on_state)
+        try:
+            await asyncio.to_thread(self._zk.start, self.connect_timeout)
+        except KazooTimeoutError:
+            await asyncio.to_thread(self._zk.close)
+            raise RegistryUnavailable(f"ZooKeeper at {self.hosts} did not answer within "
+                                      f"{self.connect_timeout:g} s") from None
+
+    # -- providers -------------------------------------------------------------------------------
+
+    async def register(self, api_address: str, info: ProviderInfo) -> None:
+        path = f"{providers_path(api_address, self.root)}/{info.key}"
+        data = info.to_json()
+        self._owned[path] = data
+        await self._call(self._ensure_owned, path, data)
+        # If the entry ever disappears while we live, put it back (see the module docstring).
+        DataWatch(self._zk, path, lambda data, stat: self._on_own_node(path, stat))
+
+    async def unregister(self, api_address: str, info: ProviderInfo) -> None:
+        path = f"{providers_path(api_address, self.root)}/{info.key}"
+        if self._owned.pop(path, None) is not None:
+            await self._call(self._delete_if_ours, path)
+
+    def _ensure_owned(self, path: str, data: bytes) -> None:
+        """Make ``path`` an ephemeral node of *this* session holding ``data`` (kazoo thread)."""
+        for _ in range(5):
+            try:
+                self._zk.create(path, data, ephemeral=True, makepath=True)
+                return
+            except NodeExistsError:
+                pass
+            try:
+                current, stat = self._zk.get(path)
+            except NoNodeError:
+                continue  # deleted in between: create it again
+            session = self._zk.client_id[0] if self._zk.client_id else None
+            if stat.ephemeralOwner == session:
+                if current != data:
+                    self._zk.set(path, data, version=stat.version)
+                return
+            # Another session's node under our address: our own expired session's, not yet
+            # deleted (no other live process can hold our port). Replace it.
+            log.info("replacing %s, left by an earlier session (0x%x)", path, stat.ephemeralOwner)
+            try:
+                self._zk.delete(path, version=stat.version)
+            except NoNodeError:
+                pass
+        raise RegistryError(f"could not register {path}: it keeps changing under us")
+
+    def _delete_if_ours(self, path: str) -> None:
+        try:
+            _, stat = self._zk.get(path)
+            if self._zk.client_id and stat.ephemeralOwner == self._zk.client_id[0]:
+                self._zk.delete(path, version=stat.version)
+        except NoNodeError:
+            pass
+
+    def _on_own_node(self, path: str, stat: Any) -> bool | None:
+        # kazoo's thread: hand over to the loop, never block here.
+        if self._closed:
+            return False  # stop watching
+        if stat is None and path in self._owned:
+            self._soon(self._reregister, path)
+        return None
+
+    async def _reregister(self, path: str) -> None:
+        data = self._owned.get(path)
+        if data is not None and not self._closed:
+            try:
+                await self._call(self._ensure_owned, path, data)
+            except RegistryError as exc:
+                log.warning("%s", exc)
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    async def register_consumer(self, api_address: str) -> None:
+        name = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = f"{consumers_path(api_address, self.root)}/{name}"
+        data = json.dumps({"pid": os.getpid(), "started_at": time.time()}).encode()
+        self._owned[path] = data
+        await self._call(self._ensure_owned, path, data)
+
+    async def watch(self, api_address: str, listener: Listener) -> None:
+        watched = self._watched.get(api_address)
+        if watched is not None:
+            watched.listeners.append(listener)
+            listener(dict(watched.providers))
+            return
+        path = providers_path(api_address, self.root)
+        watched = self._watched[api_address] = _Watched(path, [listener])
+        await self._call(self._zk.ensure_path, path)
+        # The watch's callback only says "look again"; the looking happens on the loop.
+        ChildrenWatch(self._zk, path, lambda children: self._on_children(api_address),
+                      allow_session_lost=True)
+        await self._refresh(api_address)
+
+    def _on_children(self, api_address: str) -> bool | None:
+        if self._closed:
+            return False
+        self._soon(self._refresh, api_address)
+        return None
+
+    async def _refresh(self, api_address: str) -> None:
+        """Read the whole list again and tell the listeners. One refresh runs at a time per
+        interface; a request that comes while one runs makes it read once more at its end."""
+        watched = self._watched[api_address]
+        if watched.refreshing is None:
+            watched.refreshing = asyncio.get_running_loop().create_task(
+                self._refresh_until_quiet(watched))
+        else:
+            watched.again = True
+        await asyncio.shield(watched.refreshing)
+
+    async def _refresh_until_quiet(self, watched: _Watched) -> None:
+        try:
+            while True:
+                watched.again = False
+                providers = await self._call(self._read_providers, watched.path)
+                watched.providers = providers
+                for listener in list(watched.listeners):
+                    listener(dict(providers))
+                if not watched.again:
+                    return
+        finally:
+            watched.refreshing = None
+
+    def _read_providers(self, path: str) -> dict[str, ProviderInfo]:
+        """Every valid entry under ``path`` (kazoo thread). Reads are pipelined: all requests go
+        out before the first answer is awaited."""
+        children = self._zk.get_children(path)
+        if len(children) > MAX_PROVIDERS:
+            log.warning("%s has %d entries; reading the first %d", path, len(children),
+                        MAX_PROVIDERS)
+            children = sorted(children)[:MAX_PROVIDERS]
+        pending = [(child, self._zk.get_async(f"{path}/{child}")) for child in children]
+        providers = {}
+        for child, result in pending:
+            try:
+                data, _ = result.get(timeout=self.connect_timeout)
+            except NoNodeError:
+                continue  # gone since the list was read
+            try:
+                info = ProviderInfo.from_json(data or b"", key=child)
+            except ValueError as exc:
+                log.warning("ignoring the registry entry %s/%s: %s", path, clip(child), exc)
+                continue
+            providers[info.key] = info
+        return providers
+
+    # -- connection state ------------------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        # kazoo's connection thread: never block, never call ZooKeeper from here (it would hang).
+        self.states.append((time.monotonic(), str(state)))
+        if self._closed:
+            return
+        if state == KazooState.LOST:
+            self._lost = True
+            log.warning("ZooKeeper session expired: entries and watches will be restored")
+        elif state == KazooState.SUSPENDED:
+            log.info("ZooKeeper connection suspended: keeping the last known providers")
+        elif state == KazooState.CONNECTED:
+            self._soon(self._resync)
+
+    async def _resync(self) -> None:
+        """After a (re)connection: our entries exist and are ours, and every view is re-read."""
+        if self._closed:
+            return
+        self._lost = False
+        for path, data in list(self._owned.items()):
+            try:
+                await self._call(self._ensure_owned, path, data)
+            except RegistryError as exc:
+                log.warning("%s", exc)
+        for api_address in list(self._watched):
+            try:
+                await self._refresh(api_address)
+            except RegistryError as exc:
+                log.warning("%s", exc)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _soon(self, coroutine_function: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``coroutine_function(*args)`` as a task on the registry's loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._closed:
+            return
+
+        def start() -> None:
+            if not self._closed:
+                task = loop.create_task(coroutine_function(*args))
+                task.add_done_callback(_log_failure)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking kazoo call off the loop; its failures become RegistryError."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise RegistryUnavailable(clip(f"ZooKeeper at {self.hosts}: "
+                                           f"{type(exc).__name__}: {exc}")) from None
+
+    async def aclose(self) -> None:
+        """Delete this process's entries and close the session."""
+        if self._closed:
+            return
+        for path in list(self._owned):
+            try:
+                await self._call(self._delete_if_ours, path)
+            except RegistryError:
+                pass  # the session's end removes them anyway
+        self._owned.clear()
+        self._closed = True
+        await asyncio.to_thread(self._zk.stop)
+        await asyncio.to_thread(self._zk.close)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("registry task failed: %s: %s", type(exc).__name__, exc)
