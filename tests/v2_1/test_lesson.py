@@ -130,12 +130,13 @@ def test_the_server_connection_is_rewritten_whole() -> None:
 
 def test_the_client_replaces_exchange_and_keeps_what_is_above_it() -> None:
     assert issubclass(v2_1.Client, v2_0.Client)
-    for name in ("invoke", "request_frame", "read_outcome", "_prepare"):
+    for name in ("request_frame", "read_outcome", "_prepare"):
         assert getattr(v2_1.Client, name) is getattr(v2_0.Client, name), name
     assert v2_1.Client.exchange is not v2_0.Client.exchange
-    # Besides exchange, only the proxies (for timeout=) and the life cycle are overridden.
+    # Besides exchange: the proxies (for timeout=), invoke (the one route, through the
+    # interceptors) and the life cycle.
     assert overridden(v2_1.Client, v2_0.Client, v1_0.Client) == [
-        "__init__", "async_proxy", "close", "exchange", "proxy"]
+        "__init__", "async_proxy", "close", "exchange", "invoke", "proxy"]
     for name in ("proxy", "async_proxy"):
         assert "timeout" in inspect.signature(getattr(v2_1.Client, name)).parameters, name
 
