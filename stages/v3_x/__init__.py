@@ -1,4 +1,5 @@
-"""v3.x: governance on ZooKeeper. 3.0 registration and discovery; 3.1 client-side balancing.
+"""v3.x: governance on ZooKeeper. 3.0 registration and discovery; 3.1 client-side balancing;
+3.2 (in progress) fault tolerance: call policies, circuit breakers, a retry budget.
 
 What changed since v2.1, module by module:
 
@@ -10,8 +11,10 @@ What changed since v2.1, module by module:
   drains;
 * :mod:`~stages.v3_x.client`: v2.1's client with one endpoint per provider and a balancer
   choosing among them;
-* :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, and the
-  registry's errors.
+* :mod:`~stages.v3_x.policy`, :mod:`~stages.v3_x.breaker`, :mod:`~stages.v3_x.retry` (new, 3.2):
+  failover, failfast, failsafe and forking; fallbacks; circuit breakers; the retry budget;
+* :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
+  settings, and the registry's and the breaker's errors.
 
 Unchanged and imported from v2.1: the protocol, the connections (``Endpoint``), heartbeats,
 proxies, the interceptor chain, serializers, interfaces.
@@ -31,9 +34,11 @@ from stages.v3_x.balancer import (
     WeightedRandomBalancer,
     make_balancer,
 )
+from stages.v3_x.breaker import BreakerConfig, CircuitBreaker, State, Transition
 from stages.v3_x.client import Client, View
 from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
 from stages.v3_x.errors import (
+    CircuitOpenError,
     ConnectionClosedError,
     NoProviderError,
     RegistryError,
@@ -43,7 +48,9 @@ from stages.v3_x.errors import (
     RpcTimeoutError,
     TransportError,
 )
+from stages.v3_x.policy import CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry, StaticRegistry, ZooKeeperRegistry
+from stages.v3_x.retry import RetryBudget
 from stages.v3_x.server import Server
 
 STAGE = "3.1"
@@ -56,5 +63,6 @@ __all__ = [
     "Client", "View", "ClientConfig", "ServerConfig", "Server",
     "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry",
     "RpcError", "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError",
-    "NoProviderError", "RegistryError", "RegistryUnavailable",
+    "NoProviderError", "RegistryError", "RegistryUnavailable", "CircuitOpenError",
+    "CallPolicy", "BreakerConfig", "CircuitBreaker", "State", "Transition", "RetryBudget",
 ]

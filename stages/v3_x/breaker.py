@@ -194,6 +194,11 @@ class CircuitBreaker:
         self.not_permitted += 1
         return False
 
+    def permits(self, now: float) -> bool:
+        """Whether :meth:`try_acquire` could say yes now (it changes nothing): not OPEN, or
+        OPEN long enough to try again."""
+        return self.state is not State.OPEN or now >= self.opened_at + self.config.wait_duration
+
     def on_result(self, failed: bool, seconds: float, now: float) -> None:
         """Report a permitted call's outcome: ``failed`` or not, after ``seconds``."""
         slow = seconds >= self.config.slow_call_duration

@@ -26,25 +26,33 @@ What happens when providers come and go:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from stages.v1_0.errors import clip
+from stages.v1_0.protocol import Frame
+from stages.v2_0.api import api_spec
 from stages.v2_1 import client as v2_1
 from stages.v2_1.client import Call, Endpoint, Interceptor
 from stages.v3_x.balancer import Balancer, Candidate, make_balancer
+from stages.v3_x.breaker import CircuitBreaker, Transition
 from stages.v3_x.config import ClientConfig
 from stages.v3_x.errors import (
+    CircuitOpenError,
     ConnectionClosedError,
     NoProviderError,
     RpcTimeoutError,
     Status,
     TransportError,
 )
+from stages.v3_x.policy import DEFAULT_POLICY, CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry
+from stages.v3_x.retry import RetryBudget
 
 __all__ = ["Client", "View"]
 
@@ -86,13 +94,17 @@ class Client(v2_1.Client):
         config: v2.1's settings plus the balancing strategy.
         balancer: a balancer object instead of ``config.balancer`` (for a seeded one, say).
         interceptors: hooks around every call, as in v2.1.
+        rng: the balancer's random source (seed it for repeatable choices).
+        policies: what to do when calls fail, by API address or ``address#method``
+            (see :mod:`stages.v3_x.policy`; also :meth:`set_policy`).
     """
 
     config: ClientConfig
 
     def __init__(self, registry: Registry, config: ClientConfig | None = None, *,
                  balancer: Balancer | None = None, interceptors: Iterable[Interceptor] = (),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 policies: Mapping[str, CallPolicy] | None = None) -> None:
         # v2.1's client is built for one address; here the addresses come from the registry.
         super().__init__("registry", 0, config or ClientConfig(), interceptors=interceptors)
         self.registry = registry
@@ -101,6 +113,14 @@ class Client(v2_1.Client):
         self.endpoints: dict[str, Endpoint] = {}
         self._watching: dict[str, asyncio.Task[View]] = {}
         self._registry_started: asyncio.Task[None] | None = None
+        #: Policies by API address, or ``address#method`` (see :meth:`set_policy`).
+        self.policies: dict[str, CallPolicy] = dict(policies or {})
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        #: Called with every breaker's every state change (the notebook and metrics listen).
+        self.breaker_listeners: list[Callable[[Transition], None]] = []
+        self.budget = RetryBudget(now=time.monotonic())
+        #: Retries, fallbacks, failsafe defaults, forks: counted for the curious.
+        self.stats: collections.Counter[str] = collections.Counter()
 
     def _target(self) -> str:
         return self.registry.describe()
@@ -182,38 +202,172 @@ class Client(v2_1.Client):
 
     # -- one call --------------------------------------------------------------------------------
 
+    # -- policies (v3.2) ------------------------------------------------------------------------
+
+    def set_policy(self, interface: type, policy: CallPolicy, *, method: str | None = None) -> None:
+        """Use ``policy`` for the calls of ``interface`` (or of one of its methods). Policies
+        are immutable: changing one means setting a new one (v3.3's config center does)."""
+        address = api_spec(interface).address
+        self.policies[f"{address}#{method}" if method else address] = policy
+
+    def policy_for(self, call: Call) -> CallPolicy:
+        """The method's policy, else the API's, else fail fast."""
+        policies = self.policies
+        return (policies.get(f"{call.spec.address}#{call.method}")
+                or policies.get(call.spec.address) or DEFAULT_POLICY)
+
+    def breaker(self, key: str, method: str, now: float) -> CircuitBreaker | None:
+        """The circuit breaker of one provider and method (made on first use), or None if the
+        client has no breakers (``config.breaker`` is None)."""
+        if self.config.breaker is None:
+            return None
+        breaker = self.breakers.get((key, method))
+        if breaker is None:
+            breaker = self.breakers[key, method] = CircuitBreaker(
+                f"{key} {method}", self.config.breaker, now=now)
+            breaker.listeners.extend(self.breaker_listeners)
+        return breaker
+
+    # -- one call --------------------------------------------------------------------------------
+
     async def _send(self, call: Call) -> Any:
-        """The end of the interceptor chain: choose a provider, exchange, decode."""
+        """The end of the interceptor chain: the call's policy decides what a failure means."""
+        policy = self.policy_for(call)
+        if policy.force_fallback:
+            assert policy.fallback is not None
+            self.stats["forced fallbacks"] += 1
+            return policy.fallback(*call.args, **call.kwargs)
+        try:
+            if policy.mode == "forking":
+                return await self._forking(call, policy)
+            return await self._attempts(call, policy)
+        except TransportError as exc:  # not answered: unreachable, lost, too late, refused
+            if policy.fallback is not None:
+                self.stats["fallbacks"] += 1
+                return policy.fallback(*call.args, **call.kwargs)
+            if policy.mode == "failsafe":
+                self.stats["failsafe defaults"] += 1
+                log.warning("%s() failed (%s: %s); failsafe: returning the default",
+                            call.method, type(exc).__name__, exc)
+                return policy.default
+            raise
+
+    async def _attempts(self, call: Call, policy: CallPolicy) -> Any:
+        """Send the call to a provider chosen by the balancer; on a failure, to another one when
+        the call was not run, or (failover) when it is idempotent and retries and budget allow."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout
         view = await self.view(call.spec.address)
         request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
                                      call.serializer)
+        self.budget.deposit(loop.time())
         tried: set[str] = set()
+        failovers = 0
         while True:
             now = loop.time()
-            candidates = [c for key, c in view.candidates.items() if key not in tried
-                          and key in self.endpoints and self.endpoints[key].accepting(now)]
-            if not candidates:
-                raise NoProviderError(self._no_provider(view, tried))
-            chosen = self.balancer.pick(candidates, call.args)
+            chosen = self._choose(view, call, tried, now)
             tried.add(chosen.key)
+            breaker = self.breaker(chosen.key, call.method, now)
+            if breaker is not None and not breaker.try_acquire(now):
+                continue  # half-open, and its trial calls are all out
             remaining = deadline - now
             if remaining <= 0:
+                if breaker is not None:
+                    breaker.release(now)
                 raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
             chosen.started()
             try:
                 frame = await self.endpoints[chosen.key].exchange(request, remaining)
             except (ConnectionClosedError, RpcTimeoutError):
-                raise  # it was sent, and may have run: not ours to retry (see v3.2)
+                self._finished(chosen, breaker, True, now)
+                # It was sent, and may have run: only an idempotent call goes elsewhere.
+                if policy.mode == "failover" and failovers < policy.retries \
+                        and self.budget.try_withdraw(loop.time()):
+                    failovers += 1
+                    self.stats["retries"] += 1
+                    continue
+                raise
             except TransportError as exc:
+                self._finished(chosen, breaker, True, now)
                 log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
                 continue  # no connection: nothing was sent
-            finally:
-                chosen.finished(loop.time() - now)
             if frame.status == Status.UNAVAILABLE and frame.codec == 0:
+                chosen.finished(loop.time() - now)
+                if breaker is not None:
+                    breaker.release(now)
                 continue  # refused without being run (the provider is going away)
+            # An answer, even an exception the remote method raised, is a success for the
+            # breaker: the provider works.
+            self._finished(chosen, breaker, False, now)
             return self.read_outcome(frame, call.serializer)
+
+    async def _forking(self, call: Call, policy: CallPolicy) -> Any:
+        """Send the call to ``policy.forks`` providers at once; the first answer wins."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        view = await self.view(call.spec.address)
+        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
+                                     call.serializer)
+        chosen: list[Candidate] = []
+        try:
+            while len(chosen) < policy.forks:
+                chosen.append(self._choose(view, call, {c.key for c in chosen}, now))
+        except NoProviderError:
+            if not chosen:
+                raise
+        self.stats["forks"] += len(chosen) - 1
+
+        async def one(candidate: Candidate) -> Frame:
+            candidate.started()
+            try:
+                frame = await self.endpoints[candidate.key].exchange(request, call.timeout)
+            except TransportError:
+                candidate.finished(loop.time() - now)
+                raise
+            candidate.finished(loop.time() - now)
+            return frame
+
+        tasks = [loop.create_task(one(c)) for c in chosen]
+        try:
+            error: BaseException | None = None
+            for next_done in asyncio.as_completed(tasks):
+                try:
+                    frame = await next_done
+                except TransportError as exc:
+                    error = exc
+                    continue
+                return self.read_outcome(frame, call.serializer)
+            assert error is not None
+            raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _choose(self, view: View, call: Call, tried: set[str], now: float) -> Candidate:
+        """The balancer's choice among the providers that can take the call now."""
+        candidates = []
+        open_circuits = 0
+        for key, candidate in view.candidates.items():
+            if key in tried or key not in self.endpoints or not self.endpoints[key].accepting(now):
+                continue
+            breaker = self.breakers.get((key, call.method))
+            if breaker is not None and not breaker.permits(now):
+                open_circuits += 1
+                continue
+            candidates.append(candidate)
+        if not candidates:
+            if open_circuits:
+                raise CircuitOpenError(f"{call.method}(): the circuit of every provider that "
+                                       f"could take it is open ({open_circuits})")
+            raise NoProviderError(self._no_provider(view, tried))
+        return self.balancer.pick(candidates, call.args)
+
+    def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
+                  started: float) -> None:
+        now = asyncio.get_running_loop().time()
+        chosen.finished(now - started)
+        if breaker is not None:
+            breaker.on_result(failed, now - started, now)
 
     def _no_provider(self, view: View, tried: set[str]) -> str:
         if not view.providers:

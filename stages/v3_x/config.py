@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from stages.v1_0.config import check_positive
 from stages.v2_1 import config as v2_1
 from stages.v3_x.balancer import STRATEGIES
+from stages.v3_x.breaker import BreakerConfig
 from stages.v3_x.errors import ConfigError
 
 __all__ = ["ServerConfig", "ClientConfig", "DEFAULT_BALANCER"]
@@ -46,12 +47,18 @@ class ClientConfig(v2_1.ClientConfig):
 
     Attributes:
         balancer: the load-balancing strategy (see :mod:`stages.v3_x.balancer`).
+        breaker: the circuit breakers' settings, one breaker per provider and method
+            (see :mod:`stages.v3_x.breaker`); None for no breakers.
     """
 
     balancer: str = DEFAULT_BALANCER
+    breaker: BreakerConfig | None = BreakerConfig()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.breaker is not None and not isinstance(self.breaker, BreakerConfig):
+            raise ConfigError(f"ClientConfig.breaker must be a BreakerConfig or None, got "
+                              f"{self.breaker!r}")
         if self.balancer not in STRATEGIES:
             raise ConfigError(f"ClientConfig.balancer: unknown strategy {self.balancer!r} "
                               f"(known: {', '.join(STRATEGIES)})")

@@ -3,6 +3,7 @@
     RpcError
     ├── TransportError
     │   └── NoProviderError       no provider of the interface can take the call now
+    │       └── CircuitOpenError  ... because every provider's circuit breaker is open
     └── RegistryError             the registry cannot be reached, or holds something invalid
         └── RegistryUnavailable   ZooKeeper did not answer in time (at start, or for too long)
 
@@ -33,13 +34,18 @@ __all__ = [
     "Status", "RpcError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError",
     "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError", "ConfigError",
     "RemoteException", "SerializationError", "ApiDefinitionError",
-    "NoProviderError", "RegistryError", "RegistryUnavailable",
+    "NoProviderError", "CircuitOpenError", "RegistryError", "RegistryUnavailable",
 ]
 
 
 class NoProviderError(TransportError):
     """No provider of the interface can take the call: none is registered, or every one is
     unreachable or backing off. Nothing was sent."""
+
+
+class CircuitOpenError(NoProviderError):
+    """Every provider that could take the call has its circuit breaker open for this method:
+    the call was refused at once, without being sent (see :mod:`stages.v3_x.breaker`)."""
 
 
 class RegistryError(RpcError):
