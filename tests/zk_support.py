@@ -29,7 +29,7 @@ def key(process: ServerProcess) -> str:
 @asynccontextmanager
 async def consumer(hosts: str, **config: Any) -> AsyncIterator[Client]:
     client = Client(ZooKeeperRegistry(hosts, session_timeout=2.0),
-                    ClientConfig(heartbeat_interval=0.1, **config))
+                    ClientConfig(heartbeat_interval=0.5, **config))
     try:
         yield client
     finally:

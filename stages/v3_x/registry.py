@@ -63,6 +63,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -275,14 +276,18 @@ class ZooKeeperRegistry(Registry):
         session_timeout: seconds after which ZooKeeper expires a silent session, deleting its
             provider's entries. The server clamps it to between 2 and 20 of its ticks.
         connect_timeout: seconds to wait for the first connection before giving up.
+        operation_timeout: seconds one read or write may take before it fails (ZooKeeper
+            unreachable).
         root: the registry's top node.
     """
 
     def __init__(self, hosts: str, *, session_timeout: float = 10.0,
-                 connect_timeout: float = 10.0, root: str = ROOT) -> None:
+                 connect_timeout: float = 10.0, operation_timeout: float = 10.0,
+                 root: str = ROOT) -> None:
         self.hosts = hosts
         self.root = root
         self.connect_timeout = connect_timeout
+        self.operation_timeout = operation_timeout
         self._zk = KazooClient(hosts=hosts, timeout=session_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: node path -> data, for every entry this process registered (re-created if lost)
@@ -328,7 +333,7 @@ class ZooKeeperRegistry(Registry):
 
     async def unregister(self, api_address: str, info: ProviderInfo) -> None:
         path = f"{providers_path(api_address, self.root)}/{info.key}"
-        if self._owned.pop(path, None) is not None:
+        if self._owned.pop(path, None) is not None and self._zk.connected:
             await self._call(self._delete_if_ours, path)
 
     def _ensure_owned(self, path: str, data: bytes) -> None:
@@ -507,9 +512,40 @@ class ZooKeeperRegistry(Registry):
             pass
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking kazoo call off the loop; its failures become RegistryError."""
+        """Run a blocking kazoo call off the loop, for at most ``operation_timeout`` seconds;
+        its failures become RegistryError.
+
+        While ZooKeeper is unreachable, kazoo holds a call until the connection comes back, for
+        as long as that takes. So the call runs in a thread of its own, a daemon one that we
+        may leave behind: a process shutting down while ZooKeeper is gone must not wait for it
+        (its entries go with its session anyway).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
+
+        def work() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the loop, raised there
+                error = exc
+                outcome = lambda: future.set_exception(error)  # noqa: E731
+            else:
+                outcome = lambda: future.set_result(result)  # noqa: E731
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+        threading.Thread(target=work, name="rpc-zookeeper-call", daemon=True).start()
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.wait_for(future, self.operation_timeout)
+        except TimeoutError:
+            raise RegistryUnavailable(f"ZooKeeper at {self.hosts} did not answer within "
+                                      f"{self.operation_timeout:g} s") from None
         except (KazooException, KazooTimeoutError) as exc:
             raise RegistryUnavailable(clip(f"ZooKeeper at {self.hosts}: "
                                            f"{type(exc).__name__}: {exc}")) from None
@@ -518,15 +554,19 @@ class ZooKeeperRegistry(Registry):
         """Delete this process's entries and close the session."""
         if self._closed:
             return
-        for path in list(self._owned):
-            try:
-                await self._call(self._delete_if_ours, path)
-            except RegistryError:
-                pass  # the session's end removes them anyway
+        if self._zk.connected:  # if not, the session's end removes them anyway
+            for path in list(self._owned):
+                try:
+                    await self._call(self._delete_if_ours, path)
+                except RegistryError:
+                    break
         self._owned.clear()
         self._closed = True
-        await asyncio.to_thread(self._zk.stop)
-        await asyncio.to_thread(self._zk.close)
+        try:
+            await self._call(self._zk.stop)
+            await self._call(self._zk.close)
+        except RegistryError as exc:
+            log.warning("closing the ZooKeeper session: %s", exc)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

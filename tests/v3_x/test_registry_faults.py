@@ -138,3 +138,18 @@ def test_random_arrivals_departures_crashes_and_expiries_leave_the_view_equal_to
         state_machine.settings = settings(max_examples=3, stateful_step_count=8, deadline=None,
                                           suppress_health_check=list(HealthCheck))
         state_machine().runTest()
+
+
+def test_a_provider_shuts_down_promptly_while_zookeeper_is_gone() -> None:
+    # Its entry cannot be withdrawn (its session's end removes it); waiting for ZooKeeper to
+    # come back would hold the shutdown for ever.
+    import time
+
+    from stages.harness.zookeeper import LocalZooKeeper
+
+    with LocalZooKeeper() as zk:
+        process = provider(zk.hosts).start()
+        zk.stop()
+        started = time.monotonic()
+        assert process.stop(timeout=20) == 0
+        assert time.monotonic() - started < 8
