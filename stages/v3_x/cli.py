@@ -130,13 +130,15 @@ def print_tree(hosts: str, root: str = ROOT) -> str:
 
 
 def run_zookeeper() -> int:
+    # Ctrl-C or SIGTERM ends the wait below (the signals are held for sigwait, not delivered),
+    # and leaving the with block stops the server and removes its directory.
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     with LocalZooKeeper() as zk:
         print(f"ZooKeeper listening on {zk.hosts}; Ctrl-C stops it", flush=True)
         print(f"  export {RPC_ZK_ENV}={zk.hosts}", flush=True)
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        signal.sigwait(signals)
+        print("stopping ZooKeeper", flush=True)
     return 0
 
 
@@ -147,7 +149,7 @@ async def demo(given_zk: str | None) -> int:
     with resolve_zookeeper(given_zk) as hosts:
         print(f"registry: ZooKeeper at {hosts}")
         # The consumer pings a silent provider every 0.2 s, so the providers allow it.
-        provider_args = ["--zk", hosts, "--min-ping-interval", "0.1"]
+        provider_args = ["--zk", hosts, "--min-ping-interval", "0.1", "--session-timeout", "4"]
         providers = [ServerProcess("stages.v3_x", provider_args).start() for _ in range(3)]
         try:
             client = Client(ZooKeeperRegistry(hosts), ClientConfig(heartbeat_interval=0.2))
@@ -255,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=0, help="0 picks a free port")
     server.add_argument("--weight", type=int, default=ServerConfig.weight)
-    server.add_argument("--session-timeout", type=float, default=4.0,
-                        help="ZooKeeper session timeout (seconds)")
+    server.add_argument("--session-timeout", type=float, default=10.0,
+                        help="ZooKeeper session timeout (seconds): how long a dead provider "
+                        "stays registered")
     server.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout,
                         help="close a client silent this long (seconds)")
     server.add_argument("--min-ping-interval", type=float, default=ServerConfig.min_ping_interval,

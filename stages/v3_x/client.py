@@ -13,10 +13,12 @@ What happens when providers come and go:
   the listener updates the view on the client's loop. A new provider gets an endpoint (its
   connection opens on its first call); a removed one leaves the candidates at once, and its
   connection is closed when no call is pending on it (calls in flight finish first).
-* **A provider dies before the registry knows.** Its connection fails (reset, or v2.1's
-  heartbeat declares it dead): the endpoint backs off before reconnecting, and a provider whose
-  endpoint is backing off, or which said GOAWAY, is not a candidate. The client does not wait
-  for the provider's ZooKeeper session to expire.
+* **A provider dies before the registry knows.** A killed provider's connection fails at once,
+  connecting to it again fails, and its endpoint backs off: a provider whose endpoint is
+  backing off, or which said GOAWAY, is not a candidate. The client does not wait for the
+  provider's ZooKeeper session to expire. (A *frozen* provider is declared dead by v2.1's
+  heartbeat after ``idle_timeout``, but its kernel still accepts connections, so it stays a
+  candidate until its session expires: outlier detection, in v3.2, is to end that.)
 * **A call that was certainly not run goes to another provider**: when no connection could be
   opened (nothing was sent), or when the provider answered UNAVAILABLE, which a v2.1 server does
   only for a call it refused without running it (it is shutting down). A call that was sent and

@@ -48,11 +48,11 @@ class ClientConfig(v2_1.ClientConfig):
     Attributes:
         balancer: the load-balancing strategy (see :mod:`stages.v3_x.balancer`).
         breaker: the circuit breakers' settings, one breaker per provider and method
-            (see :mod:`stages.v3_x.breaker`); None for no breakers.
+            (see :mod:`stages.v3_x.breaker`); None (the default, as in Dubbo) for none.
     """
 
     balancer: str = DEFAULT_BALANCER
-    breaker: BreakerConfig | None = BreakerConfig()
+    breaker: BreakerConfig | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -41,10 +41,13 @@ How the pieces behave, and why:
 * **ZooKeeper's callbacks run on its threads**, and must not block there. Every callback here
   only hands the event to the asyncio event loop (``call_soon_threadsafe``); the loop does the
   reading and writing through ``asyncio.to_thread``.
-* **A consumer does not wait for ZooKeeper to learn that a provider died.** Its connection
-  heartbeat (v2.1) notices a dead provider within seconds, and a failed connection takes the
-  provider out of the candidates at once (see :mod:`stages.v3_x.client`); the registry catches
-  up when the session expires.
+* **A consumer does not wait for ZooKeeper to learn that a provider died.** A killed provider's
+  connections fail at once (the kernel resets them), and a failed connection takes the provider
+  out of the candidates (see :mod:`stages.v3_x.client`). A frozen one is noticed by the
+  connection's heartbeat after its ``idle_timeout`` (v2.1); but its kernel still accepts new
+  connections, so until its session expires the client may connect to it again and wait out the
+  heartbeat once more (v3.2's outlier detection is to end that). The registry catches up when
+  the session expires (``session_timeout``; notebook 04 measures both paths).
 
 Everything read from ZooKeeper is treated as hostile: a node's data must parse as a
 :class:`ProviderInfo` within size limits, and an entry that does not is skipped (and logged),
@@ -554,14 +557,15 @@ class ZooKeeperRegistry(Registry):
         """Delete this process's entries and close the session."""
         if self._closed:
             return
+        # Forget the entries first: the watch on each would otherwise put it back.
+        owned, self._owned = list(self._owned), {}
+        self._closed = True
         if self._zk.connected:  # if not, the session's end removes them anyway
-            for path in list(self._owned):
+            for path in owned:
                 try:
                     await self._call(self._delete_if_ours, path)
                 except RegistryError:
                     break
-        self._owned.clear()
-        self._closed = True
         try:
             await self._call(self._zk.stop)
             await self._call(self._zk.close)

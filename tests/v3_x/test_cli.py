@@ -28,3 +28,32 @@ def test_bench_measures_v3_against_v2_1_in_one_run(zookeeper: str) -> None:
     assert set(result["curves"]) == {"v2.1 direct", "v3.x via registry (p2c)"}
     assert all(r["errors"] == 0 for curve in result["curves"].values() for r in curve)
     assert 0 < result["tps_64_ratio_v3_over_v21"] < 5
+
+
+def test_the_zookeeper_command_serves_until_ctrl_c_and_leaves_nothing_behind() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from stages.harness.zookeeper import four_letter_word
+
+    process = subprocess.Popen([sys.executable, "-m", "stages.v3_x", "zookeeper"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+        assert four_letter_word("127.0.0.1", port, "ruok") == "imok"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        with socket.socket() as probe:  # the server went with it
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
