@@ -362,7 +362,10 @@ class Client(v2_1.Client):
                 raise CircuitOpenError(f"{call.method}(): the circuit of every provider that "
                                        f"could take it is open ({open_circuits})")
             raise NoProviderError(self._no_provider(view, tried))
-        return self.balancer.pick(candidates, call.args)
+        # Weight 0 takes a provider out of rotation, whatever the strategy, unless no other is
+        # left to take the call.
+        weighted = [c for c in candidates if c.weight > 0]
+        return self.balancer.pick(weighted or candidates, _arguments(call))
 
     def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
                   started: float) -> None:
@@ -390,3 +393,12 @@ class Client(v2_1.Client):
             await endpoint.aclose()
         if self._registry_started is not None:
             await self.registry.aclose()
+
+
+def _arguments(call: Call) -> tuple[Any, ...]:
+    """The call's arguments by position, keyword arguments included (``get_user(user_id=7)``
+    and ``get_user(7)`` must hash alike for consistent hashing)."""
+    if not call.kwargs:
+        return call.args
+    method = call.spec.methods[call.method]
+    return tuple(method.signature.bind(*call.args, **call.kwargs).arguments.values())

@@ -249,3 +249,35 @@ def test_every_circuit_open_is_refused_at_once_with_a_clear_error() -> None:
             await client.aclose()
 
     run(scenario, 30)
+
+
+def test_weight_zero_is_out_of_rotation_and_keyword_arguments_hash_like_positional_ones() -> None:
+    from stages.v3_x import ConsistentHashBalancer, ProviderInfo
+
+    async def scenario() -> None:
+        with providers(3) as procs:
+            infos = [ProviderInfo(host=p.host, port=p.port, weight=w)
+                     for p, w in zip(procs, (100, 100, 0))]
+            client = Client(StaticRegistry(infos), ClientConfig(balancer="random"))
+            users = client.async_proxy(UserApi)
+            for i in range(60):
+                await users.get_user(1 + i)
+            view = await client.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
+            assert view.candidates[infos[2].key].calls == 0  # weight 0: never chosen
+            await client.aclose()
+
+            hashing = Client(registry(procs), ClientConfig(), balancer=ConsistentHashBalancer())
+            users = hashing.async_proxy(UserApi)
+            view = await hashing.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
+
+            for user in (3, 11, 42):
+                before = {k: c.calls for k, c in view.candidates.items()}
+                await users.get_user(user)
+                by_position = next(k for k, c in view.candidates.items() if c.calls != before[k])
+                before = {k: c.calls for k, c in view.candidates.items()}
+                await users.get_user(user_id=user)
+                by_keyword = next(k for k, c in view.candidates.items() if c.calls != before[k])
+                assert by_position == by_keyword, user
+            await hashing.aclose()
+
+    run(scenario, 30)
