@@ -12,7 +12,7 @@ What happens when providers come and go:
 * **The registry's view changes** (a provider registered, deregistered, or its session expired):
   the listener updates the view on the client's loop. A new provider gets an endpoint (its
   connection opens on its first call); a removed one leaves the candidates at once, and its
-  connection is closed when no call is pending on it (calls in flight finish first).
+  connection is left to end by itself (calls in flight on it finish).
 * **A provider dies before the registry knows.** A killed provider's connection fails at once,
   connecting to it again fails, and its endpoint backs off: a provider whose endpoint is
   backing off, or which said GOAWAY, is not a candidate. The client does not wait for the
@@ -177,8 +177,11 @@ class Client(v2_1.Client):
         gone = view.providers.keys() - providers.keys()
         view.providers = dict(providers)
         for key in gone:
+            # It leaves the candidates; its connection is left to end by itself (the GOAWAY of
+            # a provider that stops, the heartbeat of one that died), so that no call in flight
+            # on it is cut, and a provider that comes back (its session expired and it
+            # registered again) finds its connection still there.
             view.candidates.pop(key, None)
-            self._retire(key)
         for key, info in providers.items():
             candidate = view.candidates.get(key)
             if candidate is None:
@@ -188,21 +191,6 @@ class Client(v2_1.Client):
             if key not in self.endpoints:
                 self.endpoints[key] = Endpoint((info.host, info.port), self.config)
         log.debug("%s: %d providers", view.api_address, len(view.candidates))
-
-    def _retire(self, key: str) -> None:
-        """A provider left a view: close its connection if no other view lists it and no call is
-        pending on it (pending calls finish; the provider's GOAWAY closes it then)."""
-        if any(key in view.candidates for view in self.views.values()):
-            return
-        endpoint = self.endpoints.get(key)
-        if endpoint is None:
-            return
-        conn = endpoint.connection
-        if conn is None or not conn.pending:
-            del self.endpoints[key]
-            asyncio.get_running_loop().create_task(endpoint.aclose())
-
-    # -- one call --------------------------------------------------------------------------------
 
     # -- policies (v3.2) ------------------------------------------------------------------------
 

@@ -332,7 +332,9 @@ class ZooKeeperRegistry(Registry):
         self._owned[path] = data
         await self._call(self._ensure_owned, path, data)
         # If the entry ever disappears while we live, put it back (see the module docstring).
-        DataWatch(self._zk, path, lambda data, stat: self._on_own_node(path, stat))
+        # Setting a watch reads the node: off the loop, like every call to ZooKeeper.
+        await self._call(DataWatch, self._zk, path,
+                         lambda data, stat: self._on_own_node(path, stat))
 
     async def unregister(self, api_address: str, info: ProviderInfo) -> None:
         path = f"{providers_path(api_address, self.root)}/{info.key}"
@@ -408,8 +410,8 @@ class ZooKeeperRegistry(Registry):
         watched = self._watched[api_address] = _Watched(path, [listener])
         await self._call(self._zk.ensure_path, path)
         # The watch's callback only says "look again"; the looking happens on the loop.
-        ChildrenWatch(self._zk, path, lambda children: self._on_children(api_address),
-                      allow_session_lost=True)
+        await self._call(ChildrenWatch, self._zk, path,
+                         lambda children: self._on_children(api_address), True)
         await self._refresh(api_address)
 
     def _on_children(self, api_address: str) -> bool | None:
