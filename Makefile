@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup zookeeper demo test lint lab bench clean
+.PHONY: setup zookeeper demo test lint lab bench mutate clean
 
 setup: $(STAMP) zookeeper
 
@@ -37,6 +37,20 @@ lab: setup
 
 bench: setup
 	$(BIN)/python -m stages bench
+
+# Mutation testing of the core modules (codec, heartbeat, serializers, v2.1 client and server):
+# mutmut, configured in pyproject.toml [tool.mutmut], changes the code in small ways and checks
+# that some test fails for each change. Not part of `make test`: on 2 cores a full run takes well
+# over half an hour. Restricted to the fast in-process tests of those modules (the list and why
+# is in [tool.mutmut]); CLI, real-process fault, bench, harness and ZooKeeper tests are not run.
+# Each run starts afresh; the results stay in mutants/ (git-ignored): `$(BIN)/mutmut results`
+# lists the survivors, `$(BIN)/mutmut show NAME` shows one, `$(BIN)/mutmut browse` browses them.
+mutate: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/mutmut export-cicd-stats
+	@cat mutants/mutmut-cicd-stats.json
+	@$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV)
