@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 from support import run, until
+from zk_support import Load
 
 from stages.harness.process import ServerProcess
 from stages.v2_0.user_stub import User, UserApi, UserNotFound
@@ -42,27 +43,6 @@ def providers(count: int) -> Iterator[list[ServerProcess]]:
 
 def registry(processes: list[ServerProcess]) -> StaticRegistry:
     return StaticRegistry(f"{p.host}:{p.port}" for p in processes)
-
-
-class Load:
-    def __init__(self, client: Client, workers: int = 8) -> None:
-        self.users = client.async_proxy(UserApi)
-        self.ok = 0
-        self.failed: collections.Counter[str] = collections.Counter()
-        self._stop = asyncio.Event()
-        self._tasks = [asyncio.ensure_future(self._work(i)) for i in range(workers)]
-
-    async def _work(self, i: int) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.users.get_user(1 + i)
-                self.ok += 1
-            except RpcError as exc:
-                self.failed[type(exc).__name__] += 1
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
 
 
 FAILOVER = CallPolicy(mode="failover", idempotent=True, retries=2)
