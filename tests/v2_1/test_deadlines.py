@@ -163,9 +163,8 @@ def test_a_new_earlier_call_re_arms_the_timer_sooner() -> None:
 def test_tidying_the_deadlines_of_answered_calls_keeps_those_still_waiting() -> None:
     # Deadlines of answered calls stay filed until they come up; once they outnumber the
     # waiting calls by far (over 1024 more), the next call tidies them away. The deadline of a
-    # call still waiting must survive that, or the call would wait for ever.
-    ended: list[tuple[float, float, Any]] = []
-
+    # call still waiting must survive that, or the call would wait for ever. (The deadline is
+    # generous: over a thousand calls go by before it, and on a busy machine they take a while.)
     async def scenario() -> None:
         async with selective_server() as address:
             client = Client(*address, ClientConfig(timeout=30, heartbeat_interval=30))
@@ -173,16 +172,16 @@ def test_tidying_the_deadlines_of_answered_calls_keeps_those_still_waiting() -> 
             assert await echo("answer") == "answered"
             loop = asyncio.get_running_loop()
             start = loop.time()
-            with rpc_timeout(0.5):
+            with rpc_timeout(1.5):
                 waiting = asyncio.ensure_future(echo("silence"))
-            answers = await asyncio.gather(*(echo("answer") for _ in range(1100)))
-            assert answers == ["answered"] * 1100
+            answers = await asyncio.gather(*(echo("answer") for _ in range(1050)))
+            assert answers == ["answered"] * 1050
+            assert not waiting.done(), "the machine is too slow for this test's 1.5 s deadline"
             assert await echo("answer") == "answered"  # this call tidies the deadlines up
-            async with asyncio.timeout(2.5):
-                with pytest.raises(RpcTimeoutError) as info:
+            async with asyncio.timeout(3):
+                with pytest.raises(RpcTimeoutError, match="within 1.5 s"):
                     await waiting
-            ended.append((0.5, loop.time() - start, info.value))
+            assert loop.time() - start >= 1.5 - 0.002
             await client.aclose()
 
     run(scenario)
-    check_each_failed_at_its_own_deadline(ended)
