@@ -60,3 +60,15 @@ class Load:
         await asyncio.gather(*self._tasks)
 
 
+
+
+@asynccontextmanager
+async def provider_started(hosts: str, *extra: str) -> AsyncIterator[ServerProcess]:
+    """A provider process started and stopped off the event loop: starting one takes seconds,
+    and the calls and heartbeats of a test under load must go on meanwhile."""
+    process = provider(hosts, *extra)
+    await asyncio.to_thread(process.start)
+    try:
+        yield process
+    finally:
+        await asyncio.to_thread(process.stop)

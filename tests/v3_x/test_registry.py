@@ -17,7 +17,7 @@ import time
 import pytest
 from kazoo.client import KazooClient
 from support import run, until
-from zk_support import USERS, Load, consumer, key, provider
+from zk_support import USERS, Load, consumer, key, provider, provider_started
 
 from stages.harness.ports import free_port
 from stages.harness.zookeeper import LocalZooKeeper, expire_session
@@ -183,9 +183,6 @@ def test_zookeeper_unreachable_at_start_is_a_clear_error_not_a_hang() -> None:
     run(scenario, 30)
 
 
-@pytest.mark.xfail(strict=False, reason="intermittent: after the tests before it in this file, "
-                   "calls sometimes get no answer for 5 s around the ZooKeeper restart (alone it "
-                   "passes); under investigation")
 def test_calls_go_on_while_zookeeper_is_down_and_everything_recovers_after() -> None:
     with LocalZooKeeper() as zk:
         async def scenario() -> None:
@@ -202,7 +199,7 @@ def test_calls_go_on_while_zookeeper_is_down_and_everything_recovers_after() -> 
                     await until(lambda: load.ok > ok_at_stop + 200, 10, "calls while ZK is down")
                     assert set(view.candidates) == {key(first)}
                     await asyncio.to_thread(zk.start)
-                    with provider(zk.hosts) as second:
+                    async with provider_started(zk.hosts) as second:
                         await until(lambda: set(view.candidates) == {key(first), key(second)},
                                     30, "both providers once ZooKeeper is back")
                     await load.stop()

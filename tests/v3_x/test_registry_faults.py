@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from kazoo.client import KazooClient
 from support import run, until
-from zk_support import USERS, Load, consumer, key, provider
+from zk_support import USERS, Load, consumer, key, provider, provider_started
 
 from stages.harness.threads import BackgroundServer
 from stages.harness.zookeeper import ZooKeeperEnsemble, expire_session, temporary_chroot
@@ -36,7 +36,7 @@ def test_losing_an_ensemble_member_even_the_leader_fails_no_call() -> None:
                     await until(lambda: load.ok > ok_after + 300, 15, "calls after the loss")
                     # The view survived the election, and a change still reaches it.
                     assert set(view.candidates) == {key(first), key(second)}
-                    with provider(ensemble.hosts) as third:
+                    async with provider_started(ensemble.hosts) as third:
                         await until(lambda: key(third) in view.candidates, 20,
                                     "a provider registered after the election")
                     await load.stop()
