@@ -1,5 +1,6 @@
 """Exceptions raised by v2.1 methods, across the wire: over both serializers, from plain methods
-(run inline) and from coroutine methods (run as tasks, answered when they finish).
+(run in the server's thread pool, or inline on its event loop when bound with ``inline=``) and
+from coroutine methods (run as tasks); each way has its own path from the exception to the answer.
 
 A declared exception arrives as itself, a built-in one as itself, any other one as a
 RemoteException that names its type and keeps its message. A method that raises never answers
@@ -12,6 +13,7 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from support import run
@@ -90,14 +92,24 @@ class AsyncFailing(FailingApi):
         return value + 1
 
 
-IMPLEMENTATIONS = {"plain": PlainFailing, "async": AsyncFailing}
+#: How each kind of implementation is bound: (class, keyword arguments of Server.bind).
+IMPLEMENTATIONS: dict[str, tuple[type[FailingApi], dict[str, Any]]] = {
+    "plain": (PlainFailing, {}),
+    "inline": (PlainFailing, {"inline": True}),
+    "async": (AsyncFailing, {}),
+}
+
+
+def bind(server: Server, kind: str) -> None:
+    cls, how = IMPLEMENTATIONS[kind]
+    server.bind(FailingApi, cls(), **how)
 SERIALIZERS = ["pickle", "protobuf"]
 
 
 @asynccontextmanager
 async def serving(kind: str) -> AsyncIterator[Client]:
     server = Server(ServerConfig())
-    server.bind(FailingApi, IMPLEMENTATIONS[kind]())
+    bind(server, kind)
     async with server:
         client = Client(*server.address, ClientConfig())
         try:
@@ -176,7 +188,7 @@ def test_many_failing_and_succeeding_calls_in_flight_each_get_their_own_outcome(
 def test_a_blocking_proxy_gets_the_same_exceptions(kind: str) -> None:
     async def scenario() -> None:
         server = Server(ServerConfig())
-        server.bind(FailingApi, IMPLEMENTATIONS[kind]())
+        bind(server, kind)
         async with server:
             def blocking() -> None:
                 with Client(*server.address) as client:
