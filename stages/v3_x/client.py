@@ -121,7 +121,9 @@ class Client(v2_1.Client):
         #: Called with every breaker's every state change (the notebook and metrics listen).
         self.breaker_listeners: list[Callable[[Transition], None]] = []
         self.budget = RetryBudget(now=time.monotonic())
-        #: Retries, fallbacks, failsafe defaults, forks: counted for the curious.
+        #: Counted for the curious: "retries" (a call sent again after it may have run: failover),
+        #: "redirects" (sent elsewhere because it was not sent or not run: no connection, or the
+        #: provider refused it while going away), fallbacks, failsafe defaults, forks.
         self.stats: collections.Counter[str] = collections.Counter()
 
     def _target(self) -> str:
@@ -280,11 +282,13 @@ class Client(v2_1.Client):
             except TransportError as exc:
                 self._finished(chosen, breaker, True, now)
                 log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
+                self.stats["redirects"] += 1
                 continue  # no connection: nothing was sent
             if frame.status == Status.UNAVAILABLE and frame.codec == 0:
                 chosen.finished(loop.time() - now)
                 if breaker is not None:
                     breaker.release(now)
+                self.stats["redirects"] += 1
                 continue  # refused without being run (the provider is going away)
             # An answer, even an exception the remote method raised, is a success for the
             # breaker: the provider works.
