@@ -328,18 +328,21 @@ class PickleSerializer(Serializer):
             return self._dumps((False, (e.type, e.message, (), e.traceback)))
 
     def decode_outcome(self, data: bytes) -> Outcome:
-        loaded = self._loads(data)
+        return self.outcome_of(self._loads(data), len(data))
+
+    def outcome_of(self, loaded: Any, payload_size: int) -> Outcome:
+        """The outcome a loaded response envelope holds, checked (see :meth:`check`)."""
         if type(loaded) is not tuple or len(loaded) != 2:
             raise SerializationError("pickle: not a response envelope")
         ok, value = loaded
         if ok is True:
-            self.check(value, len(data))
+            self.check(value, payload_size)
             return Outcome(value)
         if ok is False and type(value) is tuple and len(value) == 4:
             type_name, message, args, traceback = value
             if type(type_name) is str and type(message) is str and type(args) is tuple \
                     and type(traceback) is str:
-                self.check(args, len(data))
+                self.check(args, payload_size)
                 return Outcome(error=ErrorInfo(type_name, message, args, traceback))
         raise SerializationError("pickle: not a response envelope")
 
@@ -350,10 +353,14 @@ class PickleSerializer(Serializer):
             raise SerializationError(clip(f"pickle cannot encode the value: "
                                           f"{type(exc).__name__}: {exc}")) from None
 
+    def unpickler(self, data: bytes) -> pickle.Unpickler:
+        """The unpickler that loads one payload: through the allow-list."""
+        return AllowListUnpickler(data, allowed=self._allowed)
+
     def _loads(self, data: bytes) -> Any:
         scan_pickle(data, self.limits)  # before a single opcode runs: see pickle_scan
         try:
-            return AllowListUnpickler(data, allowed=self._allowed).load()
+            return self.unpickler(data).load()
         except pickle.UnpicklingError as exc:
             raise SerializationError(clip(f"pickle: {exc}")) from None
         except Exception as exc:  # malformed: EOFError, ValueError, TypeError of a constructor...

@@ -36,7 +36,8 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+import timeit
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,17 @@ from stages.harness.bench import (
 from stages.harness.peers.echo_peer import EchoPeerClient
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds
-from stages.v2_0.api import rpc_api
-from stages.v2_0.user_stub import InventoryApi, UserApi
+from stages.v2_0.api import api_spec, rpc_api
+from stages.v2_0.serializers import Invocation, Outcome, PickleSerializer, TypeRegistry
+from stages.v2_0.user_stub import InventoryApi, User, UserApi
+from stages.v2_1 import fastpath as hot
 from stages.v2_1.client import Client
+from stages.v2_1.config import ClientConfig
 from stages.v2_1.server import Run, Server
 
 __all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS",
            "cpu_split", "placement", "ServerStarter", "dispatch_paths", "PathCost", "PathsApi",
-           "PathsImpl"]
+           "PathsImpl", "fastpath_gains", "Gain"]
 
 LEVELS = (1, 4, 16, 64)
 SMALL_BODY = b"x" * 100
@@ -79,7 +83,7 @@ def measure_blocking(fn: Callable[[], Any], n: int, label: str) -> BenchResult:
                        latencies=tuple(latencies), elapsed=time.perf_counter() - start)
 
 
-ServerStarter = Callable[[str], contextlib.AbstractContextManager[ServerProcess]]
+ServerStarter = Callable[..., contextlib.AbstractContextManager[ServerProcess]]
 
 
 def cpu_split() -> tuple[set[int], set[int]] | None:
@@ -101,10 +105,10 @@ def placement(split: tuple[set[int], set[int]] | None) -> Iterator[ServerStarter
     before = os.sched_getaffinity(0)
 
     @contextlib.contextmanager
-    def start(module: str) -> Iterator[ServerProcess]:
+    def start(module: str, args: Sequence[str] = ()) -> Iterator[ServerProcess]:
         os.sched_setaffinity(0, server_cpus)
         try:
-            proc = ServerProcess(module).start()
+            proc = ServerProcess(module, list(args)).start()
         finally:
             os.sched_setaffinity(0, client_cpus)
         try:
@@ -224,16 +228,21 @@ class CpuShare:
 
 
 async def where_time_goes(n: int, levels: tuple[int, ...] = (1, 64), serializer: str = "pickle",
-                          pin: bool = False) -> list[CpuShare]:
+                          pin: bool = False, fastpath: bool = True) -> list[CpuShare]:
     """Measure the CPU that each side spends per call, and how busy each side is.
 
     If both sides are far from 100 % busy, the calls are waiting (on wake-ups, on the other side)
     rather than computing: the limit is the round trip, not Python's speed. If one side is at
     100 %, its CPU per call is the limit.
+
+    Args:
+        fastpath: False runs client and server without the hot path (:mod:`stages.v2_1.fastpath`),
+            with v2.0's plain pieces, to measure what it buys.
     """
     shares = []
-    with placement(cpu_split() if pin else None) as server, server("stages.v2_1") as proc:
-        client = Client(proc.host, proc.port)
+    plain = () if fastpath else ("--plain",)
+    with placement(cpu_split() if pin else None) as server, server("stages.v2_1", plain) as proc:
+        client = Client(proc.host, proc.port, ClientConfig(fastpath=fastpath))
         users = client.async_proxy(UserApi, serializer=serializer)
         for _ in range(default_warmup(n) or 1):
             await users.get_user(1)
@@ -316,3 +325,45 @@ async def dispatch_paths(n: int, serializer: str = "pickle") -> list[PathCost]:
             costs.append(PathCost(run, one.p50 * 1e6, many.tps))
         await client.aclose()
     return costs
+
+
+@dataclass(frozen=True)
+class Gain:
+    """What one step of the hot path saves: microseconds per use, plain and fast."""
+
+    step: str
+    side: str
+    plain_us: float
+    fast_us: float
+
+    @property
+    def saved_us(self) -> float:
+        return self.plain_us - self.fast_us
+
+
+def fastpath_gains(rounds: int = 20_000) -> list[Gain]:
+    """Each step of :mod:`stages.v2_1.fastpath` against the plain piece it replaces, on one
+    ``get_user(123456)`` call: the best of five timings of ``rounds`` uses each."""
+    spec = api_spec(UserApi)
+    registry = TypeRegistry.of([spec])
+    plain, fast = PickleSerializer(registry), hot.RecordPickleSerializer(registry)
+    plain_method, fast_method = spec.methods["get_user"], hot.quick_spec(spec).methods["get_user"]
+    request = plain.encode_invocation(Invocation(spec.address, "get_user", (123456,), {}))
+    answer = Outcome(User(123456, "Alan Turing", "alan.123456@example.org"))
+    plain_answer, fast_answer = plain.encode_outcome(answer), fast.encode_outcome(answer)
+
+    def us(fn: Callable[[], object]) -> float:
+        return min(timeit.repeat(fn, number=rounds, repeat=5)) / rounds * 1e6
+
+    return [
+        Gain("argument check (QuickMethodSpec)", "each",
+             us(lambda: plain_method.check_arguments((123456,), {})),
+             us(lambda: fast_method.check_arguments((123456,), {}))),
+        Gain("decode the request (bound unpickler)", "server",
+             us(lambda: plain.decode_invocation(request)), us(lambda: fast.decode_invocation(request))),
+        Gain("encode the answer (record)", "server",
+             us(lambda: plain.encode_outcome(answer)), us(lambda: fast.encode_outcome(answer))),
+        Gain("decode the answer (record, bound unpickler)", "client",
+             us(lambda: plain.decode_outcome(plain_answer)),
+             us(lambda: fast.decode_outcome(fast_answer))),
+    ]

@@ -161,6 +161,9 @@ def add_options(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--max-workers", type=int, default=ServerConfig.max_workers,
                             help="threads that run plain (blocking) methods")
         add_traceback_option(parser)
+        parser.add_argument("--plain", action="store_true",
+                            help="serve with v2.0's plain argument check and pickle only, "
+                            "without the hot path of stages.v2_1.fastpath (to measure it)")
     if command == "client":
         parser.add_argument("--heartbeat-interval", type=float,
                             default=ClientConfig.heartbeat_interval)
@@ -180,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      max_concurrent_calls=args.max_concurrent_calls,
                                      max_server_calls=args.max_server_calls,
                                      max_workers=args.max_workers,
-                                     send_tracebacks=args.send_tracebacks, **limit_settings(args))
+                                     send_tracebacks=args.send_tracebacks,
+                                     fastpath=not args.plain, **limit_settings(args))
         asyncio.run(serve_until_signalled(new_server(server_config)))
         return 0
     if args.command == "client":

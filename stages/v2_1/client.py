@@ -53,6 +53,7 @@ from stages.v2_0.errors import (
     TransportError,
 )
 from stages.v2_0.serializers import Serializer
+from stages.v2_1 import fastpath
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.protocol import (
@@ -529,6 +530,13 @@ class Client(v2_0.Client):
             return self.invoke(spec, method.name, args, kwargs, ser, _call_timeout.get() or timeout)
 
         return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
+
+    def _prepare(self, interface: object, serializer: str | None) -> tuple[ApiSpec, Serializer]:
+        # v2.0's spec and serializer, with the hot path's quicker argument check and records.
+        spec, ser = super()._prepare(interface, serializer)
+        if not self.config.fastpath:
+            return spec, ser
+        return fastpath.quick_spec(spec), fastpath.faster(ser)
 
     def _timeout(self, timeout: float | None) -> float:
         return self.config.timeout if timeout is None else check_timeout(timeout, "timeout")

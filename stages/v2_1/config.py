@@ -62,6 +62,9 @@ class ServerConfig(v2_0.ServerConfig):
             at a time) and each thread costs a stack. Calls past it wait for a free thread
             (still counted by both call limits).
         shutdown_grace: seconds a graceful shutdown waits for calls in flight before closing.
+        fastpath: use the hot path's quicker argument check and offer pickle with records
+            (:mod:`stages.v2_1.fastpath`); False serves with v2.0's plain pieces only, to
+            measure what the hot path buys.
     """
 
     idle_timeout: float = 15.0
@@ -71,6 +74,7 @@ class ServerConfig(v2_0.ServerConfig):
     max_server_calls: int = 10_000
     max_workers: int = 32
     shutdown_grace: float = 5.0
+    fastpath: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +101,8 @@ class ClientConfig(v2_0.ClientConfig):
             ``backoff_multiplier`` after each further failure, up to ``backoff_max``, each wait
             randomised by +/- ``backoff_jitter`` (a fraction) so that many clients do not
             reconnect in lockstep. Calls made while waiting fail at once.
+        fastpath: call with the hot path's quicker argument check and pickle with records
+            (:mod:`stages.v2_1.fastpath`); False calls with v2.0's plain pieces.
     """
 
     heartbeat_interval: float = 5.0
@@ -106,6 +112,7 @@ class ClientConfig(v2_0.ClientConfig):
     backoff_max: float = 5.0
     backoff_multiplier: float = 2.0
     backoff_jitter: float = 0.2
+    fastpath: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

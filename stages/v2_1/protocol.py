@@ -15,7 +15,9 @@ v2.1 adds control frames. They carry request id 0 and are never matched to a cal
                               already sent are still answered, then the server closes
 
 The version stays 1: a v1.0 peer reading a PING answers "expected a REQUEST frame", a clear
-error, and nothing about the existing frame types changed.
+error, and nothing about the existing frame types changed. The header's codec byte gains one
+value: 3, pickle whose answers may be records (``stages.v2_1.fastpath``), which v2.1 clients ask
+in and v2.1 servers offer beside v2.0's 1 (protobuf) and 2 (pickle).
 """
 
 from __future__ import annotations

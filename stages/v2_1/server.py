@@ -59,6 +59,7 @@ for as long as the client lives.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import inspect
 import logging
@@ -72,6 +73,7 @@ from stages.v2_0 import server as v2_0
 from stages.v2_0.api import api_spec
 from stages.v2_0.errors import ApiDefinitionError, ProtocolError, RemoteProtocolError, Status
 from stages.v2_0.serializers import Invocation, Outcome, Serializer
+from stages.v2_1 import fastpath
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.protocol import (
@@ -160,12 +162,25 @@ class Server(v2_0.Server):
                     raise ApiDefinitionError(f"{type(implementation).__qualname__}.{name} is a "
                                              "coroutine: it runs as a task, never inline")
         address = super().bind(interface, implementation)
+        if self.config.fastpath:  # the hot path's quicker argument check
+            binding = self._bindings[address]
+            self._bindings[address] = dataclasses.replace(binding,
+                                                          spec=fastpath.quick_spec(binding.spec))
         for name, fn in self._bindings[address].methods.items():
             if _is_coroutine_method(fn):
                 self.runs[address, name] = Run.TASK
             else:
                 self.runs[address, name] = Run.INLINE if name in chosen else Run.THREAD
         return address
+
+    def _rebuild_serializers(self) -> None:
+        # v2.0's serializers, and beside them the hot path's (pickle with records, id 3).
+        super()._rebuild_serializers()
+        if not self.config.fastpath:
+            return
+        for serializer in list(self._serializers.values()):
+            quick = fastpath.faster(serializer)
+            self._serializers[quick.serializer_id] = quick
 
     def make_connection(self) -> ServerConnection:
         return ServerConnection(self)

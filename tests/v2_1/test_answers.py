@@ -36,11 +36,12 @@ ORDERS: dict[str, Order] = {
 
 
 def answer(request: Frame, *, request_id: int | None = None) -> bytes:
-    """The answer to an ``echo`` request: its argument back, under its (or another) id."""
+    """The answer to an ``echo`` request: its argument back, under its (or another) id, in
+    standard pickle (which v2.1's pickle with records, id 3, reads too) and the request's codec."""
     [value] = SERIALIZER.decode_invocation(request.body).args
     body = SERIALIZER.encode_outcome(Outcome(value=value))
     rid = request.request_id if request_id is None else request_id
-    return encode_frame(Frame(FrameType.RESPONSE, rid, body, SERIALIZER.serializer_id))
+    return encode_frame(Frame(FrameType.RESPONSE, rid, body, request.codec))
 
 
 @asynccontextmanager

@@ -49,7 +49,7 @@ async def selective_server() -> AsyncIterator[tuple[str, int]]:
                 if SERIALIZER.decode_invocation(frame.body).args == ("answer",):
                     body = SERIALIZER.encode_outcome(Outcome(value="answered"))
                     writer.write(encode_frame(Frame(FrameType.RESPONSE, frame.request_id, body,
-                                                    SERIALIZER.serializer_id)))
+                                                    frame.codec)))
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)

@@ -45,7 +45,7 @@ def modules(package: ModuleType) -> set[str]:
 V10, V20, V21 = modules(v1_0), modules(v2_0), modules(v2_1)
 
 #: What the lesson says about every module of either version.
-NEW = {"heartbeat", "writer", "reader", "timer_stub", "bench"}
+NEW = {"heartbeat", "writer", "reader", "timer_stub", "bench", "fastpath"}
 REVISED = {"protocol", "server", "client", "config", "errors", "cli"}  # a module of that name before
 FROM_V2_0 = {"api", "serializers", "protos", "limits", "pickle_scan", "user_stub", "provider"}
 NOT_USED = {"consumer"}  # v2.0's demo consumer; v2.1's demo calls its proxies itself
@@ -121,7 +121,8 @@ def test_the_server_keeps_v2_0s_dispatch() -> None:
 
 def test_the_server_overrides_only_what_long_connections_need() -> None:
     assert overridden(v2_1.Server, v2_0.Server, v1_0.Server) == [
-        "__init__", "_detach", "aclose", "bind", "check_method", "make_connection"]
+        "__init__", "_detach", "_rebuild_serializers", "aclose", "bind", "check_method",
+        "make_connection"]
 
 
 def test_the_server_connection_is_rewritten_whole() -> None:
@@ -130,13 +131,13 @@ def test_the_server_connection_is_rewritten_whole() -> None:
 
 def test_the_client_replaces_exchange_and_keeps_what_is_above_it() -> None:
     assert issubclass(v2_1.Client, v2_0.Client)
-    for name in ("request_frame", "read_outcome", "_prepare"):
+    for name in ("request_frame", "read_outcome"):
         assert getattr(v2_1.Client, name) is getattr(v2_0.Client, name), name
     assert v2_1.Client.exchange is not v2_0.Client.exchange
     # Besides exchange: the proxies (for timeout=), invoke (the one route, through the
-    # interceptors) and the life cycle.
+    # interceptors), _prepare (the hot path's spec and serializer) and the life cycle.
     assert overridden(v2_1.Client, v2_0.Client, v1_0.Client) == [
-        "__init__", "async_proxy", "close", "exchange", "invoke", "proxy"]
+        "__init__", "_prepare", "async_proxy", "close", "exchange", "invoke", "proxy"]
     for name in ("proxy", "async_proxy"):
         assert "timeout" in inspect.signature(getattr(v2_1.Client, name)).parameters, name
 
