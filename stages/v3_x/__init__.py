@@ -1,5 +1,6 @@
 """v3.x: governance on ZooKeeper. 3.0 registration and discovery; 3.1 client-side balancing;
-3.2 (in progress) fault tolerance: call policies, circuit breakers, a retry budget.
+3.2 (in progress) fault tolerance: call policies, circuit breakers, a retry budget, outlier
+detection.
 
 What changed since v2.1, module by module:
 
@@ -11,8 +12,9 @@ What changed since v2.1, module by module:
   drains;
 * :mod:`~stages.v3_x.client`: v2.1's client with one endpoint per provider and a balancer
   choosing among them;
-* :mod:`~stages.v3_x.policy`, :mod:`~stages.v3_x.breaker`, :mod:`~stages.v3_x.retry` (new, 3.2):
-  failover, failfast, failsafe and forking; fallbacks; circuit breakers; the retry budget;
+* :mod:`~stages.v3_x.policy`, :mod:`~stages.v3_x.breaker`, :mod:`~stages.v3_x.retry`,
+  :mod:`~stages.v3_x.outlier` (new, 3.2): failover, failfast, failsafe and forking; fallbacks;
+  circuit breakers; the retry budget; providers that leave calls unanswered set aside;
 * :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
   settings, and the registry's and the breaker's errors.
 
@@ -48,6 +50,7 @@ from stages.v3_x.errors import (
     RpcTimeoutError,
     TransportError,
 )
+from stages.v3_x.outlier import Ejection, OutlierConfig, OutlierDetector
 from stages.v3_x.policy import CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry, StaticRegistry, ZooKeeperRegistry
 from stages.v3_x.retry import RetryBudget
@@ -65,4 +68,5 @@ __all__ = [
     "RpcError", "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError",
     "NoProviderError", "RegistryError", "RegistryUnavailable", "CircuitOpenError",
     "CallPolicy", "BreakerConfig", "CircuitBreaker", "State", "Transition", "RetryBudget",
+    "OutlierConfig", "OutlierDetector", "Ejection",
 ]

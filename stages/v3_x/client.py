@@ -16,9 +16,11 @@ What happens when providers come and go:
 * **A provider dies before the registry knows.** A killed provider's connection fails at once,
   connecting to it again fails, and its endpoint backs off: a provider whose endpoint is
   backing off, or which said GOAWAY, is not a candidate. The client does not wait for the
-  provider's ZooKeeper session to expire. (A *frozen* provider is declared dead by v2.1's
-  heartbeat after ``idle_timeout``, but its kernel still accepts connections, so it stays a
-  candidate until its session expires: outlier detection, in v3.2, is to end that.)
+  provider's ZooKeeper session to expire.
+* **A provider stops answering** (frozen, or cut off). Its kernel may still accept connections,
+  so connecting and sending succeed; but the first call it leaves unanswered (timed out, or its
+  connection declared dead by the heartbeat) sets it aside for a while: outlier detection
+  (:mod:`stages.v3_x.outlier`), v3.2.
 * **A call that was certainly not run goes to another provider**: when no connection could be
   opened (nothing was sent), or when the provider answered UNAVAILABLE, which a v2.1 server does
   only for a call it refused without running it (it is shutting down). A call that was sent and
@@ -52,6 +54,7 @@ from stages.v3_x.errors import (
     Status,
     TransportError,
 )
+from stages.v3_x.outlier import OutlierDetector
 from stages.v3_x.policy import DEFAULT_POLICY, CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry
 from stages.v3_x.retry import RetryBudget
@@ -121,9 +124,13 @@ class Client(v2_1.Client):
         #: Called with every breaker's every state change (the notebook and metrics listen).
         self.breaker_listeners: list[Callable[[Transition], None]] = []
         self.budget = RetryBudget(now=time.monotonic())
+        #: Providers set aside after leaving a call unanswered (None: no outlier detection).
+        self.outliers = (OutlierDetector(self.config.outlier) if self.config.outlier is not None
+                         else None)
         #: Counted for the curious: "retries" (a call sent again after it may have run: failover),
         #: "redirects" (sent elsewhere because it was not sent or not run: no connection, or the
-        #: provider refused it while going away), fallbacks, failsafe defaults, forks.
+        #: provider refused it while going away), "ejections" (providers set aside by outlier
+        #: detection), fallbacks, failsafe defaults, forks.
         self.stats: collections.Counter[str] = collections.Counter()
 
     def _target(self) -> str:
@@ -179,6 +186,8 @@ class Client(v2_1.Client):
         gone = view.providers.keys() - providers.keys()
         view.providers = dict(providers)
         for key in gone:
+            if self.outliers is not None:
+                self.outliers.forget(key)
             # It leaves the candidates; its connection is left to end by itself (the GOAWAY of
             # a provider that stops, the heartbeat of one that died), so that no call in flight
             # on it is cut, and a provider that comes back (its session expired and it
@@ -270,8 +279,9 @@ class Client(v2_1.Client):
             chosen.started()
             try:
                 frame = await self.endpoints[chosen.key].exchange(request, remaining)
-            except (ConnectionClosedError, RpcTimeoutError):
+            except (ConnectionClosedError, RpcTimeoutError) as exc:
                 self._finished(chosen, breaker, True, now)
+                self._unanswered(view, chosen.key, exc)
                 # It was sent, and may have run: only an idempotent call goes elsewhere.
                 if policy.mode == "failover" and failovers < policy.retries \
                         and self.budget.try_withdraw(loop.time()):
@@ -281,6 +291,7 @@ class Client(v2_1.Client):
                 raise
             except TransportError as exc:
                 self._finished(chosen, breaker, True, now)
+                self._unanswered(view, chosen.key, exc)
                 log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
                 self.stats["redirects"] += 1
                 continue  # no connection: nothing was sent
@@ -291,8 +302,10 @@ class Client(v2_1.Client):
                 self.stats["redirects"] += 1
                 continue  # refused without being run (the provider is going away)
             # An answer, even an exception the remote method raised, is a success for the
-            # breaker: the provider works.
+            # breaker and the outlier detector: the provider works.
             self._finished(chosen, breaker, False, now)
+            if self.outliers is not None:
+                self.outliers.answered(chosen.key, loop.time())
             return self.read_outcome(frame, call.serializer)
 
     async def _forking(self, call: Call, policy: CallPolicy) -> Any:
@@ -315,10 +328,13 @@ class Client(v2_1.Client):
             candidate.started()
             try:
                 frame = await self.endpoints[candidate.key].exchange(request, call.timeout)
-            except TransportError:
+            except TransportError as exc:
                 candidate.finished(loop.time() - now)
+                self._unanswered(view, candidate.key, exc)
                 raise
             candidate.finished(loop.time() - now)
+            if self.outliers is not None:
+                self.outliers.answered(candidate.key, loop.time())
             return frame
 
         tasks = [loop.create_task(one(c)) for c in chosen]
@@ -354,8 +370,10 @@ class Client(v2_1.Client):
                 raise CircuitOpenError(f"{call.method}(): the circuit of every provider that "
                                        f"could take it is open ({open_circuits})")
             raise NoProviderError(self._no_provider(view, tried))
-        # Weight 0 takes a provider out of rotation, whatever the strategy, unless no other is
-        # left to take the call.
+        # An ejected provider (see outlier) and weight 0 take a provider out of rotation,
+        # whatever the strategy, unless no other is left to take the call.
+        if self.outliers is not None and (ejected := self.outliers.ejected_keys(now)):
+            candidates = [c for c in candidates if c.key not in ejected] or candidates
         weighted = [c for c in candidates if c.weight > 0]
         return self.balancer.pick(weighted or candidates, _arguments(call))
 
@@ -365,6 +383,18 @@ class Client(v2_1.Client):
         chosen.finished(now - started)
         if breaker is not None:
             breaker.on_result(failed, now - started, now)
+
+    def _unanswered(self, view: View, key: str, exc: BaseException) -> None:
+        """A call to ``key`` went unanswered: tell the outlier detector (which may eject it)."""
+        if self.outliers is None:
+            return
+        ejection = self.outliers.failed(key, asyncio.get_running_loop().time(),
+                                        type(exc).__name__, view.candidates)
+        if ejection is not None:
+            self.stats["ejections"] += 1
+            log.info("%s set aside for %.3g s after %s (ejection %d in a row)", key,
+                     ejection.until - asyncio.get_running_loop().time(), ejection.reason,
+                     ejection.times)
 
     def _no_provider(self, view: View, tried: set[str]) -> str:
         if not view.providers:

@@ -9,6 +9,7 @@ from stages.v2_1 import config as v2_1
 from stages.v3_x.balancer import STRATEGIES
 from stages.v3_x.breaker import BreakerConfig
 from stages.v3_x.errors import ConfigError
+from stages.v3_x.outlier import OutlierConfig
 
 __all__ = ["ServerConfig", "ClientConfig", "DEFAULT_BALANCER"]
 
@@ -49,16 +50,23 @@ class ClientConfig(v2_1.ClientConfig):
         balancer: the load-balancing strategy (see :mod:`stages.v3_x.balancer`).
         breaker: the circuit breakers' settings, one breaker per provider and method
             (see :mod:`stages.v3_x.breaker`); None (the default, as in Dubbo) for none.
+        outlier: when a provider that leaves calls unanswered is set aside, and for how long
+            (see :mod:`stages.v3_x.outlier`); on by default, as Finagle's failure accrual;
+            None for never.
     """
 
     balancer: str = DEFAULT_BALANCER
     breaker: BreakerConfig | None = None
+    outlier: OutlierConfig | None = OutlierConfig()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.breaker is not None and not isinstance(self.breaker, BreakerConfig):
             raise ConfigError(f"ClientConfig.breaker must be a BreakerConfig or None, got "
                               f"{self.breaker!r}")
+        if self.outlier is not None and not isinstance(self.outlier, OutlierConfig):
+            raise ConfigError(f"ClientConfig.outlier must be an OutlierConfig or None, got "
+                              f"{self.outlier!r}")
         if self.balancer not in STRATEGIES:
             raise ConfigError(f"ClientConfig.balancer: unknown strategy {self.balancer!r} "
                               f"(known: {', '.join(STRATEGIES)})")
