@@ -555,10 +555,11 @@ class Client(v2_0.Client):
         return await self._proceed(call)
 
     async def _send(self, call: Call) -> Any:
-        """The end of the interceptor chain: encode, exchange, decode."""
+        """The end of the interceptor chain: encode, exchange on the server's endpoint, decode."""
         request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
                                      call.serializer)
-        return self.read_outcome(await self.exchange(request, call.timeout), call.serializer)
+        return self.read_outcome(await self.endpoint.exchange(request, call.timeout),
+                                 call.serializer)
 
     async def exchange(self, request: Frame, timeout: float | None = None) -> Frame:
         """Send a request on the shared connection and wait for its answer (the one method of

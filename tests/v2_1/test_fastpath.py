@@ -216,22 +216,24 @@ def test_a_v2_1_server_answers_v2_1_clients_in_records_and_v2_0_clients_in_pickl
         async with server:
             seen: dict[str, tuple[int, bytes]] = {}
 
-            async def record_answers(client: Any, name: str) -> User:
-                """One call, recording the codec and body of its answer frame."""
-                exchange = client.exchange
+            async def record_answers(client: Any, exchanging: Any, name: str) -> User:
+                """One call, recording the codec and body of its answer frame as it passes
+                ``exchanging.exchange`` (the v2.0 client's own; the v2.1 client's endpoint's)."""
+                exchange = exchanging.exchange
 
                 async def recording(request: Any, timeout: Any = None) -> Any:
                     frame = await exchange(request, timeout)
                     seen[name] = (frame.codec, frame.body)
                     return frame
 
-                client.exchange = recording
+                exchanging.exchange = recording
                 return await client.async_proxy(UserApi).get_user(123456)
 
             new = Client(*server.address)
             old = v2_0_client.Client(*server.address)
             try:
-                assert await record_answers(new, "v2.1") == await record_answers(old, "v2.0")
+                assert await record_answers(new, new.endpoint, "v2.1") == \
+                    await record_answers(old, old, "v2.0")
             finally:
                 await new.aclose()
         assert seen["v2.1"][0] == 3 and type(pickle.loads(seen["v2.1"][1])[0]) is str
