@@ -36,18 +36,19 @@ How the pieces behave, and why:
   there for a while (ZooKeeper deletes it when it notices the expiry). Creating the new node
   then fails with "node exists"; a provider that took that as success would stay unregistered
   for good once the old node goes. So the provider reads the node's owner: its own session's
-  node is kept, another session's is deleted and created again. A watch on its own node
-  re-creates it if it ever disappears while the provider lives.
+  node is kept, another session's is deleted and created again. A watch on its own node,
+  set each time the node is made or checked, re-creates it if it ever disappears while the
+  provider lives (and if it is already gone when the watch is set, at once: a node deleted
+  between two reads must not go unnoticed).
 * **ZooKeeper's callbacks run on its threads**, and must not block there. Every callback here
   only hands the event to the asyncio event loop (``call_soon_threadsafe``); the loop does the
   reading and writing through ``asyncio.to_thread``.
 * **A consumer does not wait for ZooKeeper to learn that a provider died.** A killed provider's
   connections fail at once (the kernel resets them), and a failed connection takes the provider
-  out of the candidates (see :mod:`stages.v3_x.client`). A frozen one is noticed by the
-  connection's heartbeat after its ``idle_timeout`` (v2.1); but its kernel still accepts new
-  connections, so until its session expires the client may connect to it again and wait out the
-  heartbeat once more (v3.2's outlier detection is to end that). The registry catches up when
-  the session expires (``session_timeout``; notebook 04 measures both paths).
+  out of the candidates (see :mod:`stages.v3_x.client`). A frozen one is set aside after the
+  first call it leaves unanswered (v3.2's outlier detection), though its kernel still accepts
+  connections. The registry catches up when the session expires (``session_timeout``;
+  notebook 04 measures both paths).
 
 Everything read from ZooKeeper is treated as hostile: a node's data must parse as a
 :class:`ProviderInfo` within size limits, and an entry that does not is skipped (and logged),
@@ -77,7 +78,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
-from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.recipe.watchers import ChildrenWatch
 
 from stages.v1_0.errors import clip
 from stages.v3_x.errors import RegistryError, RegistryUnavailable
@@ -122,6 +123,8 @@ class ProviderInfo:
         methods: the interface's methods it serves.
         version: the provider's software version (free text).
         started_at: when it started (seconds since the epoch).
+        features: what it understands beyond v2.1's protocol (v3.2: ``deadline`` and
+            ``cancel``, see :mod:`stages.v3_x.deadline`); unknown names are kept and ignored.
     """
 
     host: str
@@ -131,6 +134,7 @@ class ProviderInfo:
     methods: tuple[str, ...] = ()
     version: str = ""
     started_at: float = 0.0
+    features: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -141,7 +145,8 @@ class ProviderInfo:
         """The node's data."""
         return json.dumps({"host": self.host, "port": self.port, "weight": self.weight,
                            "serializers": list(self.serializers), "methods": list(self.methods),
-                           "version": self.version, "started_at": self.started_at},
+                           "version": self.version, "started_at": self.started_at,
+                           "features": list(self.features)},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -179,7 +184,8 @@ class ProviderInfo:
         info = cls(host=host, port=port, weight=weight,
                    serializers=_names(doc.get("serializers", ["pickle", "protobuf"]), "serializers"),
                    methods=_names(doc.get("methods", []), "methods"),
-                   version=version, started_at=float(started_at))
+                   version=version, started_at=float(started_at),
+                   features=_names(doc.get("features", []), "features"))
         if key is not None and key != info.key:
             raise ValueError(clip(f"node {key!r} holds the entry of {info.key}"))
         return info
@@ -331,10 +337,6 @@ class ZooKeeperRegistry(Registry):
         data = info.to_json()
         self._owned[path] = data
         await self._call(self._ensure_owned, path, data)
-        # If the entry ever disappears while we live, put it back (see the module docstring).
-        # Setting a watch reads the node: off the loop, like every call to ZooKeeper.
-        await self._call(DataWatch, self._zk, path,
-                         lambda data, stat: self._on_own_node(path, stat))
 
     async def unregister(self, api_address: str, info: ProviderInfo) -> None:
         path = f"{providers_path(api_address, self.root)}/{info.key}"
@@ -342,10 +344,12 @@ class ZooKeeperRegistry(Registry):
             await self._call(self._delete_if_ours, path)
 
     def _ensure_owned(self, path: str, data: bytes) -> None:
-        """Make ``path`` an ephemeral node of *this* session holding ``data`` (kazoo thread)."""
+        """Make ``path`` an ephemeral node of *this* session holding ``data``, and watch it
+        (a worker thread)."""
         for _ in range(5):
             try:
                 self._zk.create(path, data, ephemeral=True, makepath=True)
+                self._watch_own(path)
                 return
             except NodeExistsError:
                 pass
@@ -357,6 +361,7 @@ class ZooKeeperRegistry(Registry):
             if stat.ephemeralOwner == session:
                 if current != data:
                     self._zk.set(path, data, version=stat.version)
+                self._watch_own(path)
                 return
             # Another session's node under our address: our own expired session's, not yet
             # deleted (no other live process can hold our port). Replace it.
@@ -375,13 +380,17 @@ class ZooKeeperRegistry(Registry):
         except NoNodeError:
             pass
 
-    def _on_own_node(self, path: str, stat: Any) -> bool | None:
-        # kazoo's thread: hand over to the loop, never block here.
-        if self._closed:
-            return False  # stop watching
-        if stat is None and path in self._owned:
+    def _watch_own(self, path: str) -> None:
+        """Watch one of our nodes: any change to it (deleted, its data set) has it checked again.
+        If it is gone already, check it now. (A one-shot watch, set again by every check; kazoo
+        keeps one callback per node, however often it is set.)"""
+        if self._zk.exists(path, watch=self._on_own_event) is None:
             self._soon(self._reregister, path)
-        return None
+
+    def _on_own_event(self, event: Any) -> None:
+        # kazoo's thread: hand over to the loop, never block here.
+        if not self._closed and event.path in self._owned:
+            self._soon(self._reregister, event.path)
 
     async def _reregister(self, path: str) -> None:
         data = self._owned.get(path)

@@ -9,6 +9,7 @@ runs in the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from support import run, until
 from zk_support import USERS, Load, consumer, key, provider, provider_started
 
@@ -169,6 +171,44 @@ def test_an_expired_session_re_registers_even_over_the_old_sessions_node(zk_chro
             zk.close()
 
     run(scenario, 60)
+
+
+def test_an_entry_deleted_as_soon_as_a_new_session_has_made_it_is_put_back(
+        zk_chroot: str) -> None:
+    # After an expiry the provider makes its entries again under the new session. Deleted at
+    # once, an entry can vanish before the provider has watched it again: a watch that reports
+    # only changes of version then sees "no node" twice and says nothing. Each entry is watched
+    # as it is made, and checked at once if it is already gone.
+    infos = [ProviderInfo(host="127.0.0.1", port=4243 + i) for i in range(3)]
+    paths = [f"{providers_path(USERS)}/{info.key}" for info in infos]
+
+    async def scenario() -> None:
+        registry = ZooKeeperRegistry(zk_chroot, session_timeout=1.0)
+        await registry.start()
+        zk = KazooClient(hosts=zk_chroot)
+        zk.start(10)
+        try:
+            for info in infos:
+                await registry.register(USERS, info)
+            for round_ in range(8):  # the window is narrow: several rounds to find it
+                old_session = registry.client.client_id[0]
+                await asyncio.to_thread(expire_session, registry.client, zk_chroot)
+
+                def remade(old: int = old_session) -> bool:
+                    stat = zk.exists(paths[0])
+                    return stat is not None and stat.ephemeralOwner not in (0, old)
+
+                await until(remade, 15, f"the entry made by the new session (round {round_})")
+                with contextlib.suppress(NoNodeError):
+                    zk.delete(paths[0])
+                await until(lambda: zk.exists(paths[0]) is not None, 10,
+                            f"the entry put back (round {round_})")
+        finally:
+            await registry.aclose()
+            zk.stop()
+            zk.close()
+
+    run(scenario, 120)
 
 
 def test_zookeeper_unreachable_at_start_is_a_clear_error_not_a_hang() -> None:
