@@ -59,6 +59,7 @@ for as long as the client lives.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
 import inspect
@@ -125,6 +126,8 @@ class Server(v2_0.Server):
         self.runs: dict[tuple[str, str], Run] = {}
         #: Calls running now on every connection: tasks and thread-pool calls.
         self.calls_running = 0
+        #: The same calls, by API address (a call counts until its task or thread ends).
+        self.calls_by_api: collections.Counter[str] = collections.Counter()
         self._waiting_for_room: set[ServerConnection] = set()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -411,7 +414,9 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
                     if not self._on_ping(out):
                         return frame_done
                 elif ftype != FrameType.PONG:
-                    raise RemoteProtocolError(f"unexpected frame type {ftype} from a client")
+                    answer = self.on_frame(frame)
+                    if answer is not None:
+                        out.append(server.encode_answer(codec, answer))
         except FrameTooLargeError as exc:
             self._fail(exc, exc.request_id, out)
         except ProtocolError as exc:
@@ -420,6 +425,10 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
             if out and self.transport is not None:
                 self.transport.write(b"".join(out))
         return frame_done
+
+    def on_frame(self, frame: Frame) -> Frame | None:
+        """A frame of a type v2.1 does not know: a protocol error. (v3.2 adds types here.)"""
+        raise RemoteProtocolError(f"unexpected frame type {frame.type} from a client")
 
     def _push_back(self, out: list[bytes]) -> None:
         """Stop reading: ``max_concurrent_calls`` run on this connection, or
@@ -482,10 +491,13 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         """Count a call that runs on its own (a task, a thread-pool call); answer it when done."""
         self.running[rid] = call
         self.server.calls_running += 1
+        self.server.calls_by_api[invocation.address] += 1
         call.add_done_callback(partial(self._call_done, rid, serializer, invocation))
 
     def _call_done(self, rid: int, serializer: Serializer, invocation: Invocation,
                    call: asyncio.Future[Any]) -> None:
+        # Runs once per call, when its task or thread ends, whether the connection lives or not.
+        self.server.calls_by_api[invocation.address] -= 1
         if self.running.pop(rid, None) is None:
             return  # the connection is gone: the call was cancelled and counted with it
         self.server.calls_ended()

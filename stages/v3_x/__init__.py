@@ -15,6 +15,11 @@ What changed since v2.1, module by module:
 * :mod:`~stages.v3_x.policy`, :mod:`~stages.v3_x.breaker`, :mod:`~stages.v3_x.retry`,
   :mod:`~stages.v3_x.outlier` (new, 3.2): failover, failfast, failsafe and forking; fallbacks;
   circuit breakers; the retry budget; providers that leave calls unanswered set aside;
+* :mod:`~stages.v3_x.deadline` (new, 3.2): the caller's time left travels with each request
+  (frame type 6) and a caller that stops waiting says so (7, CANCEL): the provider does not
+  start, or stops, work nobody waits for;
+* :mod:`~stages.v3_x.incident` (new, 3.2): incidents staged on a provider on command (fail,
+  slow, freeze), to watch the above at work; the server's per-API cap answers "overloaded";
 * :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
   settings, and the registry's and the breaker's errors.
 

@@ -3,15 +3,18 @@
 ::
 
     python -m stages.v3_x demo [--zk HOST:PORT]
-    python -m stages.v3_x server --zk HOST:PORT [--port N] [--weight W]
-    python -m stages.v3_x client --zk HOST:PORT [--lb STRATEGY] [--calls N] [--json]
+    python -m stages.v3_x server --zk HOST:PORT [--port N] [--weight W] [--incidents]
+                                 [--max-calls-per-api N]
+    python -m stages.v3_x client --zk HOST:PORT [--lb STRATEGY] [--mode MODE] [--calls N] [--json]
+    python -m stages.v3_x incident --at HOST:PORT fail|slow|freeze|heal [--seconds S] [--delay D]
     python -m stages.v3_x registry --zk HOST:PORT
     python -m stages.v3_x zookeeper
     python -m stages.v3_x bench [--zk HOST:PORT] [--json]
 
 Without ``--zk``, ``$RPC_ZK`` names the ZooKeeper; ``demo`` (and only ``demo``) starts a local one
 when neither is given. ``zookeeper`` runs a local ZooKeeper in the foreground, for a learner who
-starts providers and consumers in separate terminals.
+starts providers and consumers in separate terminals. ``incident`` stages an incident on a
+provider started with ``--incidents`` (see :mod:`stages.v3_x.incident`).
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from stages.v1_0.cli import add_limit_options, limit_settings, serve_until_signa
 from stages.v2_0.cli import add_traceback_option
 from stages.v2_0.provider import InventoryApiImpl, UserApiImpl
 from stages.v2_0.user_stub import InventoryApi, UserApi
+from stages.v2_1 import client as v2_1_client
 from stages.v2_1.timer_stub import TimerApi, TimerImpl
 from stages.v3_x.balancer import STRATEGIES
 from stages.v3_x.client import Client
 from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
 from stages.v3_x.errors import RpcError
+from stages.v3_x.incident import IncidentApi
+from stages.v3_x.policy import MODES, CallPolicy
 from stages.v3_x.registry import ROOT, Registry, ZooKeeperRegistry
 from stages.v3_x.server import Server
 
@@ -67,8 +73,8 @@ def zk_hosts(given: str | None) -> str:
 
 
 async def call_users(client: Client, calls: int) -> dict[str, object]:
-    """``get_user`` ``calls`` times, one after the other: how many each provider answered, and
-    the failures by type."""
+    """``get_user`` ``calls`` times, one after the other: how many each provider answered, the
+    failures by type, and what the call policies did (retries, redirects, fallbacks...)."""
     users = client.async_proxy(UserApi)
     view = await client.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
     before = {key: c.calls for key, c in view.candidates.items()}
@@ -81,11 +87,17 @@ async def call_users(client: Client, calls: int) -> dict[str, object]:
     per_provider = {key: c.calls - before.get(key, 0) for key, c in view.candidates.items()
                     if c.calls - before.get(key, 0)}
     return {"calls": calls, "errors": sum(errors.values()), "error_types": dict(errors),
-            "per_provider": dict(sorted(per_provider.items()))}
+            "per_provider": dict(sorted(per_provider.items())), "policy": dict(client.stats)}
 
 
-async def run_client(hosts: str, balancer: str, calls: int, as_json: bool) -> int:
+def policy_for_mode(mode: str) -> CallPolicy:
+    """The policy of ``client --mode``: get_user reads, so it may be sent again (idempotent)."""
+    return CallPolicy(mode=mode, idempotent=True)  # type: ignore[arg-type]
+
+
+async def run_client(hosts: str, balancer: str, mode: str, calls: int, as_json: bool) -> int:
     client = Client(ZooKeeperRegistry(hosts), ClientConfig(balancer=balancer))
+    client.set_policy(UserApi, policy_for_mode(mode))
     try:
         result = await call_users(client, calls)
     finally:
@@ -93,9 +105,22 @@ async def run_client(hosts: str, balancer: str, calls: int, as_json: bool) -> in
     if as_json:
         print(json.dumps(result))
     else:
-        print(f"{result['calls']} calls, {result['errors']} errors; per provider: "
-              f"{result['per_provider']}")
+        print(f"{result['calls']} calls ({mode}), {result['errors']} errors "
+              f"{result['error_types'] or ''}; per provider: {result['per_provider']}; "
+              f"policy: {result['policy']}")
     return 0 if not result["errors"] else 1
+
+
+def stage_incident(at: str, kind: str, seconds: float, delay: float) -> int:
+    """Call the incident control of the provider at ``at`` (a v2.1 client: one address)."""
+    host, _, port = at.rpartition(":")
+    with v2_1_client.Client(host, int(port)) as client:
+        control = client.proxy(IncidentApi)
+        answer = {"fail": lambda: control.fail(seconds),
+                  "slow": lambda: control.slow(delay, seconds),
+                  "freeze": lambda: control.freeze(seconds), "heal": control.heal}[kind]()
+    print(f"{at}: {answer}")
+    return 0
 
 
 # -- registry and zookeeper --------------------------------------------------------------------
@@ -264,13 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="close a client silent this long (seconds)")
     server.add_argument("--min-ping-interval", type=float, default=ServerConfig.min_ping_interval,
                         help="clients may ping at most this often (seconds)")
+    server.add_argument("--max-calls-per-api", type=int, default=None,
+                        help="calls of one API running at once; past it, answer 'overloaded'")
+    server.add_argument("--incidents", action="store_true",
+                        help="serve the incident control (unlisted): incidents can then be "
+                        "staged with the incident command; never on a provider users depend on")
     add_limit_options(server)
     add_traceback_option(server)
     client = sub.add_parser("client", help="discover the providers and call them")
     client.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
     client.add_argument("--lb", choices=sorted(STRATEGIES), default=DEFAULT_BALANCER)
+    client.add_argument("--mode", choices=MODES, default="failfast",
+                        help="what a failed call does (get_user is idempotent)")
     client.add_argument("--calls", type=int, default=10)
     client.add_argument("--json", action="store_true")
+    incident = sub.add_parser("incident", help="stage an incident on a provider started with "
+                              "--incidents")
+    incident.add_argument("--at", required=True, help="the provider's HOST:PORT")
+    incident.add_argument("kind", choices=("fail", "slow", "freeze", "heal"))
+    incident.add_argument("--seconds", type=float, default=10.0, help="how long it lasts")
+    incident.add_argument("--delay", type=float, default=1.0, help="slow: how late each call runs")
     registry = sub.add_parser("registry", help="print the registry tree")
     registry.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
     sub.add_parser("zookeeper", help="run a local ZooKeeper in the foreground")
@@ -292,11 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = ServerConfig(host=args.host, port=args.port, weight=args.weight,
                               idle_timeout=args.idle_timeout,
                               min_ping_interval=args.min_ping_interval,
-                              send_tracebacks=args.send_tracebacks, **limit_settings(args))
-        asyncio.run(serve_until_signalled(new_server(registry, config)))
+                              send_tracebacks=args.send_tracebacks,
+                              max_calls_per_api=args.max_calls_per_api, **limit_settings(args))
+        server = new_server(registry, config)
+        if args.incidents:
+            server.enable_incidents()
+        asyncio.run(serve_until_signalled(server))
         return 0
     if args.command == "client":
-        return asyncio.run(run_client(zk_hosts(args.zk), args.lb, args.calls, args.json))
+        return asyncio.run(run_client(zk_hosts(args.zk), args.lb, args.mode, args.calls,
+                                      args.json))
+    if args.command == "incident":
+        return stage_incident(args.at, args.kind, args.seconds, args.delay)
     if args.command == "registry":
         print(print_tree(zk_hosts(args.zk)))
         return 0

@@ -22,8 +22,9 @@ What happens when providers come and go:
   connection declared dead by the heartbeat) sets it aside for a while: outlier detection
   (:mod:`stages.v3_x.outlier`), v3.2.
 * **A call that was certainly not run goes to another provider**: when no connection could be
-  opened (nothing was sent), or when the provider answered UNAVAILABLE, which a v2.1 server does
-  only for a call it refused without running it (it is shutting down). A call that was sent and
+  opened (nothing was sent), or when the provider answered UNAVAILABLE, which a server does
+  only for a call it refused without running it (it is shutting down, or, from v3.2, the API is
+  at its cap of running calls: "overloaded"). A call that was sent and
   then lost its connection or its deadline may have run; whether to retry it is a policy (v3.2).
 """
 
@@ -43,6 +44,7 @@ from stages.v1_0.protocol import Frame
 from stages.v2_0.api import api_spec
 from stages.v2_1 import client as v2_1
 from stages.v2_1.client import Call, Endpoint, Interceptor
+from stages.v3_x import deadline
 from stages.v3_x.balancer import Balancer, Candidate, make_balancer
 from stages.v3_x.breaker import CircuitBreaker, Transition
 from stages.v3_x.config import ClientConfig
@@ -278,7 +280,7 @@ class Client(v2_1.Client):
                 raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
             chosen.started()
             try:
-                frame = await self.endpoints[chosen.key].exchange(request, remaining)
+                frame = await self._send_to(view, chosen.key, request, remaining)
             except (ConnectionClosedError, RpcTimeoutError) as exc:
                 self._finished(chosen, breaker, True, now)
                 self._unanswered(view, chosen.key, exc)
@@ -295,12 +297,12 @@ class Client(v2_1.Client):
                 log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
                 self.stats["redirects"] += 1
                 continue  # no connection: nothing was sent
-            if frame.status == Status.UNAVAILABLE and frame.codec == 0:
+            if frame.status == Status.UNAVAILABLE:
                 chosen.finished(loop.time() - now)
                 if breaker is not None:
                     breaker.release(now)
                 self.stats["redirects"] += 1
-                continue  # refused without being run (the provider is going away)
+                continue  # refused without being run (going away, or overloaded)
             # An answer, even an exception the remote method raised, is a success for the
             # breaker and the outlier detector: the provider works.
             self._finished(chosen, breaker, False, now)
@@ -327,7 +329,7 @@ class Client(v2_1.Client):
         async def one(candidate: Candidate) -> Frame:
             candidate.started()
             try:
-                frame = await self.endpoints[candidate.key].exchange(request, call.timeout)
+                frame = await self._send_to(view, candidate.key, request, call.timeout)
             except TransportError as exc:
                 candidate.finished(loop.time() - now)
                 self._unanswered(view, candidate.key, exc)
@@ -352,6 +354,23 @@ class Client(v2_1.Client):
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _send_to(self, view: View, key: str, request: Frame, timeout: float) -> Frame:
+        """Send ``request`` to one provider and wait up to ``timeout`` for its answer. A provider
+        that understands them (v3.2) gets the time left with the request, and a CANCEL when the
+        caller stops waiting: its deadline passed, or the call was cancelled (a forked call
+        that another provider answered first)."""
+        info = view.providers.get(key)
+        features = info.features if info is not None else ()
+        endpoint = self.endpoints[key]
+        sent = deadline.timed(request, timeout) if "deadline" in features else request
+        try:
+            return await endpoint.exchange(sent, timeout)
+        except (RpcTimeoutError, asyncio.CancelledError):
+            conn = endpoint.connection
+            if "cancel" in features and conn is not None and conn.transport is not None:
+                conn.write(deadline.cancel_frame(request.request_id), now=True)
+            raise
 
     def _choose(self, view: View, call: Call, tried: set[str], now: float) -> Candidate:
         """The balancer's choice among the providers that can take the call now."""
@@ -400,8 +419,8 @@ class Client(v2_1.Client):
         if not view.providers:
             return f"no provider of {view.api_address} is registered in {self._target()}"
         return clip(f"no provider of {view.api_address} can take the call now "
-                    f"({len(view.providers)} registered; unreachable, backing off or going "
-                    f"away: {', '.join(sorted(view.providers))})", 400)
+                    f"({len(view.providers)} registered; unreachable, backing off, going "
+                    f"away or overloaded: {', '.join(sorted(view.providers))})", 400)
 
     async def exchange(self, request: Any, timeout: float | None = None) -> Any:
         raise TypeError("a v3 client sends calls through its balancer: use its proxies")

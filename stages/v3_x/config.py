@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.v1_0.config import check_positive
+from stages.v1_0.config import check_count, check_positive
 from stages.v2_1 import config as v2_1
 from stages.v3_x.balancer import STRATEGIES
 from stages.v3_x.breaker import BreakerConfig
@@ -28,11 +28,17 @@ class ServerConfig(v2_1.ServerConfig):
         deregister_delay: seconds between withdrawing the registry entry and telling clients
             GOAWAY on shutdown: time for consumers' watches to fire, so that they stop
             choosing this provider before it stops taking calls.
+        max_calls_per_api: (3.2) calls of one API that may run at once (tasks and thread-pool
+            calls; inline methods end before the next call is read). A call past it is
+            answered UNAVAILABLE "overloaded" at once, without being run or queued, and a v3
+            consumer sends it to another provider. None (the default) for no cap, as Dubbo's
+            ``executes``.
     """
 
     weight: int = 100
     version: str = ""
     deregister_delay: float = 0.5
+    max_calls_per_api: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -40,6 +46,8 @@ class ServerConfig(v2_1.ServerConfig):
             raise ConfigError(f"ServerConfig.weight must be an int from 0 to 10000, got "
                               f"{self.weight!r}")
         check_positive(self, "deregister_delay")
+        if self.max_calls_per_api is not None:
+            check_count(self, "max_calls_per_api")
 
 
 @dataclass(frozen=True, kw_only=True)
