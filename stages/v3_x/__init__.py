@@ -20,6 +20,9 @@ What changed since v2.1, module by module:
   start, or stops, work nobody waits for;
 * :mod:`~stages.v3_x.incident` (new, 3.2): incidents staged on a provider on command (fail,
   slow, freeze), to watch the above at work; the server's per-API cap answers "overloaded";
+* :mod:`~stages.v3_x.settings` (new, 3.3, in progress): the config center's settings per API and
+  method (timeout, mode, retries, forced degradation, balancer, provider weights and on/off),
+  checked whole and applied live by consumers watching ZooKeeper;
 * :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
   settings, and the registry's and the breaker's errors.
 
@@ -60,6 +63,7 @@ from stages.v3_x.policy import CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry, StaticRegistry, ZooKeeperRegistry
 from stages.v3_x.retry import RetryBudget
 from stages.v3_x.server import Server
+from stages.v3_x.settings import ApiSettings, CallSettings, ProviderSettings
 
 STAGE = "3.1"
 
@@ -74,4 +78,5 @@ __all__ = [
     "NoProviderError", "RegistryError", "RegistryUnavailable", "CircuitOpenError",
     "CallPolicy", "BreakerConfig", "CircuitBreaker", "State", "Transition", "RetryBudget",
     "OutlierConfig", "OutlierDetector", "Ejection",
+    "ApiSettings", "CallSettings", "ProviderSettings",
 ]

@@ -8,13 +8,16 @@
     python -m stages.v3_x client --zk HOST:PORT [--lb STRATEGY] [--mode MODE] [--calls N] [--json]
     python -m stages.v3_x incident --at HOST:PORT fail|slow|freeze|heal [--seconds S] [--delay D]
     python -m stages.v3_x registry --zk HOST:PORT
+    python -m stages.v3_x config get|set|watch --zk HOST:PORT --api ADDRESS [FILE|-] [--unchecked]
     python -m stages.v3_x zookeeper
     python -m stages.v3_x bench [--zk HOST:PORT] [--json]
 
 Without ``--zk``, ``$RPC_ZK`` names the ZooKeeper; ``demo`` (and only ``demo``) starts a local one
 when neither is given. ``zookeeper`` runs a local ZooKeeper in the foreground, for a learner who
 starts providers and consumers in separate terminals. ``incident`` stages an incident on a
-provider started with ``--incidents`` (see :mod:`stages.v3_x.incident`).
+provider started with ``--incidents`` (see :mod:`stages.v3_x.incident`). ``config`` reads,
+writes or follows an API's settings in the config center (see :mod:`stages.v3_x.settings`);
+``set`` checks the document first, unless ``--unchecked`` (to see consumers refuse it).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.recipe.watchers import DataWatch
 
 from stages.harness.process import ServerProcess
 from stages.harness.zookeeper import RPC_ZK_ENV, LocalZooKeeper, resolve_zookeeper
@@ -43,11 +48,12 @@ from stages.v2_1.timer_stub import TimerApi, TimerImpl
 from stages.v3_x.balancer import STRATEGIES
 from stages.v3_x.client import Client
 from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
-from stages.v3_x.errors import RpcError
+from stages.v3_x.errors import ConfigError, RpcError
 from stages.v3_x.incident import IncidentApi
 from stages.v3_x.policy import MODES, CallPolicy
 from stages.v3_x.registry import ROOT, Registry, ZooKeeperRegistry
 from stages.v3_x.server import Server
+from stages.v3_x.settings import ApiSettings, config_path
 
 __all__ = ["main", "new_server", "print_tree"]
 
@@ -267,6 +273,54 @@ async def bench(given_zk: str | None, calls: int | None, as_json: bool) -> int:
     return 0
 
 
+# -- the config center -------------------------------------------------------------------------
+
+
+def run_config(hosts: str, action: str, api: str, source: str | None, unchecked: bool,
+               timeout: float) -> int:
+    """``config get`` prints the settings and their version; ``set`` writes a document (from a
+    file, or ``-`` for standard input); ``watch`` prints each version as it is written."""
+    path = config_path(api)
+    zk = KazooClient(hosts=hosts)
+    zk.start(10)
+    try:
+        if action == "set":
+            data = (sys.stdin.buffer.read() if source in (None, "-")
+                    else Path(source).read_bytes())
+            if not unchecked:
+                try:
+                    ApiSettings.parse(data)
+                except ConfigError as exc:
+                    print(f"refused: {exc}", file=sys.stderr)
+                    return 2
+            zk.ensure_path(path)
+            stat = zk.set(path, data)
+            print(f"{api}: settings version {stat.version}")
+            return 0
+        if action == "get":
+            if zk.exists(path) is None:
+                print(f"{api}: no settings")
+                return 0
+            data, stat = zk.get(path)
+            print(f"{api}: settings version {stat.version}")
+            print(data.decode("utf-8", "replace"))
+            return 0
+        deadline = time.monotonic() + timeout
+
+        def show(data: bytes | None, stat: object) -> None:
+            version = getattr(stat, "version", -1)
+            print(f"{api}: settings version {version}: {(data or b'').decode('utf-8', 'replace')}",
+                  flush=True)
+
+        DataWatch(zk, path, show)
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        return 0
+    finally:
+        zk.stop()
+        zk.close()
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
@@ -309,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     incident.add_argument("kind", choices=("fail", "slow", "freeze", "heal"))
     incident.add_argument("--seconds", type=float, default=10.0, help="how long it lasts")
     incident.add_argument("--delay", type=float, default=1.0, help="slow: how late each call runs")
+    config = sub.add_parser("config", help="read, write or follow an API's settings")
+    config.add_argument("action", choices=("get", "set", "watch"))
+    config.add_argument("source", nargs="?", help="set: a JSON file, or - for standard input")
+    config.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
+    config.add_argument("--api", required=True, help="the API address, namespace/module.Interface")
+    config.add_argument("--unchecked", action="store_true",
+                        help="set: write without checking (consumers will refuse a bad one)")
+    config.add_argument("--seconds", type=float, default=3600.0, help="watch: for how long")
     registry = sub.add_parser("registry", help="print the registry tree")
     registry.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
     sub.add_parser("zookeeper", help="run a local ZooKeeper in the foreground")
@@ -342,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       args.json))
     if args.command == "incident":
         return stage_incident(args.at, args.kind, args.seconds, args.delay)
+    if args.command == "config":
+        return run_config(zk_hosts(args.zk), args.action, args.api, args.source, args.unchecked,
+                          args.seconds)
     if args.command == "registry":
         print(print_tree(zk_hosts(args.zk)))
         return 0

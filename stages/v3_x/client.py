@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import random
 import time
@@ -41,7 +42,8 @@ from typing import Any
 
 from stages.v1_0.errors import clip
 from stages.v1_0.protocol import Frame
-from stages.v2_0.api import api_spec
+from stages.v2_0.api import ApiSpec, api_spec
+from stages.v2_0.serializers import Serializer
 from stages.v2_1 import client as v2_1
 from stages.v2_1.client import Call, Endpoint, Interceptor
 from stages.v3_x import deadline
@@ -50,6 +52,7 @@ from stages.v3_x.breaker import CircuitBreaker, Transition
 from stages.v3_x.config import ClientConfig
 from stages.v3_x.errors import (
     CircuitOpenError,
+    ConfigError,
     ConnectionClosedError,
     NoProviderError,
     RpcTimeoutError,
@@ -60,6 +63,7 @@ from stages.v3_x.outlier import OutlierDetector
 from stages.v3_x.policy import DEFAULT_POLICY, CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry
 from stages.v3_x.retry import RetryBudget
+from stages.v3_x.settings import ApiSettings
 
 __all__ = ["Client", "View"]
 
@@ -129,6 +133,13 @@ class Client(v2_1.Client):
         #: Providers set aside after leaving a call unanswered (None: no outlier detection).
         self.outliers = (OutlierDetector(self.config.outlier) if self.config.outlier is not None
                          else None)
+        #: Settings from the config center (v3.3), by API address: the last good ones.
+        self.settings: dict[str, ApiSettings] = {}
+        #: Settings documents refused (each is logged; the last good settings stay in force).
+        self.settings_refused = 0
+        self._balancers: dict[str, Balancer] = {}
+        self._rng = rng
+        self._effective: dict[tuple[str, str], CallPolicy] = {}
         #: Counted for the curious: "retries" (a call sent again after it may have run: failover),
         #: "redirects" (sent elsewhere because it was not sent or not run: no connection, or the
         #: provider refused it while going away), "ejections" (providers set aside by outlier
@@ -175,6 +186,8 @@ class Client(v2_1.Client):
         view = View(api_address)
         await self.registry.watch(api_address, lambda providers: self._update(view, providers))
         self.views[api_address] = view
+        await self.registry.watch_config(
+            api_address, lambda data, version: self._on_settings(api_address, data, version))
         try:
             await self.registry.register_consumer(api_address)
         except Exception as exc:  # only for operators: a failure here stops no call
@@ -198,12 +211,56 @@ class Client(v2_1.Client):
         for key, info in providers.items():
             candidate = view.candidates.get(key)
             if candidate is None:
-                view.candidates[key] = Candidate(key, info.weight)
+                view.candidates[key] = Candidate(key, self._weight(view.api_address, info))
             else:
-                candidate.weight = info.weight
+                candidate.weight = self._weight(view.api_address, info)
             if key not in self.endpoints:
                 self.endpoints[key] = Endpoint((info.host, info.port), self.config)
         log.debug("%s: %d providers", view.api_address, len(view.candidates))
+
+    # -- the config center (v3.3) ---------------------------------------------------------------
+
+    def _on_settings(self, api_address: str, data: bytes, version: int) -> None:
+        """A new settings document for one API (on the client's loop): applied whole, or
+        refused whole, the last good settings staying in force."""
+        try:
+            settings = ApiSettings.parse(data, version)
+            self._check_fallbacks(api_address, settings)
+        except ConfigError as exc:
+            self.settings_refused += 1
+            kept = self.settings.get(api_address)
+            log.warning("settings of %s (version %d) refused, version %s stays in force: %s",
+                        api_address, version, kept.version if kept else "none", exc)
+            return
+        self.settings[api_address] = settings
+        if settings.balancer is not None:
+            self._balancers[api_address] = make_balancer(settings.balancer, self._rng)
+        else:
+            self._balancers.pop(api_address, None)
+        self._effective.clear()
+        view = self.views.get(api_address)
+        if view is not None:
+            for key, info in view.providers.items():
+                if key in view.candidates:
+                    view.candidates[key].weight = self._weight(api_address, info)
+        log.info("settings of %s version %d applied", api_address, version)
+
+    def _check_fallbacks(self, api_address: str, settings: ApiSettings) -> None:
+        """Forced degradation needs a fallback, which only code can give."""
+        scopes = [("api", settings.api, self.policies.get(api_address))]
+        scopes += [(f"methods.{name}", call.over(settings.api),
+                    self.policies.get(f"{api_address}#{name}") or self.policies.get(api_address))
+                   for name, call in settings.methods.items()]
+        for what, call, policy in scopes:
+            if call.force_fallback and (policy is None or policy.fallback is None):
+                raise ConfigError(f"{what}: force_fallback needs a fallback, and {api_address} "
+                                  "has none set in code (set_policy)")
+
+    def _weight(self, api_address: str, info: ProviderInfo) -> int:
+        settings = self.settings.get(api_address)
+        override = settings.providers.get(info.key) if settings is not None else None
+        return override.weight if override is not None and override.weight is not None \
+            else info.weight
 
     # -- policies (v3.2) ------------------------------------------------------------------------
 
@@ -212,12 +269,31 @@ class Client(v2_1.Client):
         are immutable: changing one means setting a new one (v3.3's config center does)."""
         address = api_spec(interface).address
         self.policies[f"{address}#{method}" if method else address] = policy
+        self._effective.clear()
 
     def policy_for(self, call: Call) -> CallPolicy:
-        """The method's policy, else the API's, else fail fast."""
-        policies = self.policies
-        return (policies.get(f"{call.spec.address}#{call.method}")
-                or policies.get(call.spec.address) or DEFAULT_POLICY)
+        """The method's policy, else the API's, else fail fast; then what the config center
+        sets for it on top (v3.3)."""
+        key = (call.spec.address, call.method)
+        policy = self._effective.get(key)
+        if policy is None:
+            policies = self.policies
+            policy = (policies.get(f"{call.spec.address}#{call.method}")
+                      or policies.get(call.spec.address) or DEFAULT_POLICY)
+            settings = self.settings.get(call.spec.address)
+            if settings is not None:
+                chosen = settings.for_method(call.method)
+                changes: dict[str, Any] = {name: value for name, value in (
+                    ("mode", chosen.mode), ("idempotent", chosen.idempotent),
+                    ("retries", chosen.retries), ("force_fallback", chosen.force_fallback))
+                    if value is not None}
+                try:
+                    policy = dataclasses.replace(policy, **changes) if changes else policy
+                except ConfigError as exc:  # checked when applied; kept safe here too
+                    log.warning("settings of %s do not fit %s(): %s", call.spec.address,
+                                call.method, exc)
+            self._effective[key] = policy
+        return policy
 
     def breaker(self, key: str, method: str, now: float) -> CircuitBreaker | None:
         """The circuit breaker of one provider and method (made on first use), or None if the
@@ -232,6 +308,14 @@ class Client(v2_1.Client):
         return breaker
 
     # -- one call --------------------------------------------------------------------------------
+
+    async def invoke(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], serializer: Serializer,
+                     timeout: float | None = None) -> Any:
+        """v2.1's invoke; a call without a timeout of its own takes the config center's."""
+        if timeout is None and (settings := self.settings.get(spec.address)) is not None:
+            timeout = settings.for_method(method).timeout
+        return await super().invoke(spec, method, args, kwargs, serializer, timeout)
 
     async def _send(self, call: Call) -> Any:
         """The end of the interceptor chain: the call's policy decides what a failure means."""
@@ -376,9 +460,13 @@ class Client(v2_1.Client):
         """The balancer's choice among the providers that can take the call now."""
         candidates = []
         open_circuits = 0
+        settings = self.settings.get(view.api_address)
+        switched = settings.providers if settings is not None else {}
         for key, candidate in view.candidates.items():
             if key in tried or key not in self.endpoints or not self.endpoints[key].accepting(now):
                 continue
+            if key in switched and not switched[key].enabled:
+                continue  # taken out of rotation by the config center
             breaker = self.breakers.get((key, call.method))
             if breaker is not None and not breaker.permits(now):
                 open_circuits += 1
@@ -394,7 +482,8 @@ class Client(v2_1.Client):
         if self.outliers is not None and (ejected := self.outliers.ejected_keys(now)):
             candidates = [c for c in candidates if c.key not in ejected] or candidates
         weighted = [c for c in candidates if c.weight > 0]
-        return self.balancer.pick(weighted or candidates, _arguments(call))
+        balancer = self._balancers.get(view.api_address, self.balancer)
+        return balancer.pick(weighted or candidates, _arguments(call))
 
     def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
                   started: float) -> None:

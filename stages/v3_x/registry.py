@@ -78,10 +78,11 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
-from kazoo.recipe.watchers import ChildrenWatch
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from stages.v1_0.errors import clip
 from stages.v3_x.errors import RegistryError, RegistryUnavailable
+from stages.v3_x.settings import config_path
 
 __all__ = [
     "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry", "Listener",
@@ -200,6 +201,8 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 #: Called with the current providers of an interface, by key, each time the view may have changed.
 Listener = Callable[[Mapping[str, ProviderInfo]], None]
+#: Called with the bytes of an API's settings node and its version (v3.3's config center).
+ConfigListener = Callable[[bytes, int], None]
 
 
 class Registry(abc.ABC):
@@ -224,6 +227,12 @@ class Registry(abc.ABC):
         Raises:
             RegistryUnavailable: the first list could not be read in time.
         """
+
+    async def watch_config(self, api_address: str,  # noqa: B027 (optional: v3.3)
+                           listener: ConfigListener) -> None:
+        """Call ``listener(data, version)`` with the API's settings node (``b""`` and -1 when
+        there is none) now and at every change, on the caller's loop. A registry without a
+        config center never calls it."""
 
     async def register_consumer(self, api_address: str) -> None:  # noqa: B027 (optional)
         """Announce a consumer of the API (for operators; nothing depends on it)."""
@@ -408,6 +417,23 @@ class ZooKeeperRegistry(Registry):
         data = json.dumps({"pid": os.getpid(), "started_at": time.time()}).encode()
         self._owned[path] = data
         await self._call(self._ensure_owned, path, data)
+
+    async def watch_config(self, api_address: str, listener: ConfigListener) -> None:
+        path = config_path(api_address, self.root)
+        await self._call(self._zk.ensure_path, f"{self.root}/{api_address}")
+        loop = asyncio.get_running_loop()
+
+        def changed(data: bytes | None, stat: Any) -> bool | None:
+            # kazoo's thread: hand the bytes to the loop. A version-based watch is right here:
+            # only changes matter, and kazoo reads the node again after a reconnection.
+            if self._closed:
+                return False
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(listener, data or b"",
+                                          stat.version if stat is not None else -1)
+            return None
+
+        await self._call(DataWatch, self._zk, path, changed)
 
     async def watch(self, api_address: str, listener: Listener) -> None:
         watched = self._watched.get(api_address)
