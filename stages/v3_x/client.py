@@ -244,6 +244,9 @@ class Client(v2_1.Client):
                 if key in view.candidates:
                     view.candidates[key].weight = self._weight(api_address, info)
         log.info("settings of %s version %d applied", api_address, version)
+        loop = asyncio.get_running_loop()
+        report = loop.create_task(self.registry.report_settings(api_address, version))
+        report.add_done_callback(_report_done)
 
     def _check_fallbacks(self, api_address: str, settings: ApiSettings) -> None:
         """Forced degradation needs a fallback, which only code can give."""
@@ -523,6 +526,12 @@ class Client(v2_1.Client):
             await endpoint.aclose()
         if self._registry_started is not None:
             await self.registry.aclose()
+
+
+def _report_done(task: asyncio.Task[None]) -> None:
+    # Only for operators: a failure to report stops nothing.
+    if not task.cancelled() and task.exception() is not None:
+        log.info("could not report the settings version: %s", task.exception())
 
 
 def _arguments(call: Call) -> tuple[Any, ...]:

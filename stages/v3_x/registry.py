@@ -234,6 +234,11 @@ class Registry(abc.ABC):
         there is none) now and at every change, on the caller's loop. A registry without a
         config center never calls it."""
 
+    async def report_settings(self, api_address: str,  # noqa: B027 (optional: v3.3)
+                              version: int) -> None:
+        """Say, in this consumer's entry, which version of the API's settings it applied (so
+        that an operator sees whether every consumer runs the same one)."""
+
     async def register_consumer(self, api_address: str) -> None:  # noqa: B027 (optional)
         """Announce a consumer of the API (for operators; nothing depends on it)."""
 
@@ -310,6 +315,8 @@ class ZooKeeperRegistry(Registry):
         self._loop: asyncio.AbstractEventLoop | None = None
         #: node path -> data, for every entry this process registered (re-created if lost)
         self._owned: dict[str, bytes] = {}
+        #: This consumer's entry per API: its path and what it says.
+        self._consumer_entries: dict[str, tuple[str, dict[str, Any]]] = {}
         self._watched: dict[str, _Watched] = {}
         self._lost = False
         self._closed = False
@@ -414,7 +421,18 @@ class ZooKeeperRegistry(Registry):
     async def register_consumer(self, api_address: str) -> None:
         name = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path = f"{consumers_path(api_address, self.root)}/{name}"
-        data = json.dumps({"pid": os.getpid(), "started_at": time.time()}).encode()
+        self._consumer_entries[api_address] = path, {"pid": os.getpid(), "started_at": time.time()}
+        await self._write_consumer(api_address)
+
+    async def report_settings(self, api_address: str, version: int) -> None:
+        entry = self._consumer_entries.get(api_address)
+        if entry is not None and entry[1].get("settings_version") != version:
+            entry[1]["settings_version"] = version
+            await self._write_consumer(api_address)
+
+    async def _write_consumer(self, api_address: str) -> None:
+        path, doc = self._consumer_entries[api_address]
+        data = json.dumps(doc).encode()
         self._owned[path] = data
         await self._call(self._ensure_owned, path, data)
 

@@ -17,6 +17,7 @@ from zk_support import Load, key, provider
 from stages.v2_0.user_stub import User, UserApi
 from stages.v3_x import CallPolicy, Client, ClientConfig, ZooKeeperRegistry
 from stages.v3_x.errors import ConfigError
+from stages.v3_x.registry import consumers_path
 from stages.v3_x.settings import ApiSettings, CallSettings, config_path
 
 USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
@@ -216,3 +217,25 @@ def test_the_config_command_checks_writes_reads_and_watches(zk_chroot: str, tmp_
     watched = run_stage("v3_x", "config", "watch", "--zk", zk_chroot, "--api", USERS,
                         "--seconds", "1")
     assert '"timeout": 1.5' in watched.stdout
+
+
+def test_every_consumer_reports_the_settings_version_it_applied(zk_chroot: str) -> None:
+    async def scenario() -> None:
+        zk = KazooClient(hosts=zk_chroot)
+        zk.start(10)
+        with provider(zk_chroot):
+            async with consumer(zk_chroot) as first, consumer(zk_chroot) as second:
+                for client in (first, second):
+                    await client.async_proxy(UserApi).get_user(1)
+                version = write(zk, {"api": {"retries": 1}})
+                consumers = consumers_path(USERS)
+
+                def reported() -> list[object]:
+                    return [json.loads(zk.get(f"{consumers}/{name}")[0]).get("settings_version")
+                            for name in zk.get_children(consumers)]
+
+                await until(lambda: reported() == [version, version], 5, "both report it")
+        zk.stop()
+        zk.close()
+
+    run(scenario, 60)
