@@ -69,6 +69,14 @@ class PeakEwma:
         self.clock = clock
         self.stamp = clock()
 
+    def current(self) -> float:
+        """The estimate now: it decays toward zero while no sample arrives, so that a provider
+        that was slow once, and then got no calls, is tried again in time (as Finagle's does).
+        Without this, one slow sample would keep a provider out of power-of-two choices for
+        good: no call, no new sample, no change."""
+        idle = max(self.clock() - self.stamp, 0.0)
+        return self.value * math.exp(-idle / self.tau)
+
     def observe(self, sample: float) -> None:
         now = self.clock()
         if sample > self.value:
@@ -244,7 +252,7 @@ class P2CBalancer(Balancer):
 
 
 def _cost(candidate: Candidate) -> float:
-    return candidate.latency.value * (candidate.active + 1)
+    return candidate.latency.current() * (candidate.active + 1)
 
 
 #: Every strategy, by the name a user gives (``--lb NAME``).

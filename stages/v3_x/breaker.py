@@ -205,7 +205,7 @@ class CircuitBreaker:
         if self.state is State.HALF_OPEN:
             if not self._trials_out:
                 return  # a trial that was already counted as failed (it hung) reports late
-            self._trials_out.pop(0)
+            self._forget_trial(now - seconds)
             self._trials_done += 1
             self._trials_failed += failed or slow
             self._judge_trials(now)
@@ -217,7 +217,7 @@ class CircuitBreaker:
     def release(self, now: float) -> None:
         """A permitted call was not made after all: give its permit back."""
         if self.state is State.HALF_OPEN and self._trials_out:
-            self._trials_out.pop()
+            self._forget_trial(now)
 
     def metrics(self, now: float) -> Metrics:
         self._window.expire(now)
@@ -244,6 +244,12 @@ class CircuitBreaker:
             self._open(now, f"{self._trials_failed} of the trial calls failed or were slow")
         elif self._trials_done >= self.config.half_open_calls:
             self._move(State.CLOSED, now, f"{self._trials_done} trial calls succeeded")
+
+    def _forget_trial(self, started: float) -> None:
+        """The trial that started at ``started`` reported: take it out of those in flight (the
+        others keep their own start times, so a hanging one is still found)."""
+        trials = self._trials_out
+        del trials[min(range(len(trials)), key=lambda i: abs(trials[i] - started))]
 
     def _expire_trials(self, now: float) -> None:
         limit = now - self.config.half_open_max_wait

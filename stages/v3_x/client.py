@@ -371,8 +371,12 @@ class Client(v2_1.Client):
             except (ConnectionClosedError, RpcTimeoutError) as exc:
                 self._finished(chosen, breaker, True, now)
                 self._unanswered(view, chosen.key, exc)
-                # It was sent, and may have run: only an idempotent call goes elsewhere.
+                # It was sent, and may have run: only an idempotent call goes elsewhere, and only
+                # if it can (time left, another provider): a retry that cannot be sent is neither
+                # counted nor paid for, and the caller gets this error, the real one.
                 if policy.mode == "failover" and failovers < policy.retries \
+                        and deadline > loop.time() \
+                        and self._can_choose(view, call, tried, loop.time()) \
                         and self.budget.try_withdraw(loop.time()):
                     failovers += 1
                     self.stats["retries"] += 1
@@ -461,6 +465,18 @@ class Client(v2_1.Client):
 
     def _choose(self, view: View, call: Call, tried: set[str], now: float) -> Candidate:
         """The balancer's choice among the providers that can take the call now."""
+        candidates = self._candidates(view, call, tried, now)
+        # An ejected provider (see outlier) and weight 0 take a provider out of rotation,
+        # whatever the strategy, unless no other is left to take the call.
+        if self.outliers is not None and (ejected := self.outliers.ejected_keys(now)):
+            candidates = [c for c in candidates if c.key not in ejected] or candidates
+        weighted = [c for c in candidates if c.weight > 0]
+        balancer = self._balancers.get(view.api_address, self.balancer)
+        return balancer.pick(weighted or candidates, _arguments(call))
+
+    def _candidates(self, view: View, call: Call, tried: set[str], now: float) -> list[Candidate]:
+        """The providers that can take the call now (not tried yet, reachable, switched on,
+        circuit not open); raises if there is none."""
         candidates = []
         open_circuits = 0
         settings = self.settings.get(view.api_address)
@@ -480,13 +496,7 @@ class Client(v2_1.Client):
                 raise CircuitOpenError(f"{call.method}(): the circuit of every provider that "
                                        f"could take it is open ({open_circuits})")
             raise NoProviderError(self._no_provider(view, tried))
-        # An ejected provider (see outlier) and weight 0 take a provider out of rotation,
-        # whatever the strategy, unless no other is left to take the call.
-        if self.outliers is not None and (ejected := self.outliers.ejected_keys(now)):
-            candidates = [c for c in candidates if c.key not in ejected] or candidates
-        weighted = [c for c in candidates if c.weight > 0]
-        balancer = self._balancers.get(view.api_address, self.balancer)
-        return balancer.pick(weighted or candidates, _arguments(call))
+        return candidates
 
     def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
                   started: float) -> None:
@@ -494,6 +504,15 @@ class Client(v2_1.Client):
         chosen.finished(now - started)
         if breaker is not None:
             breaker.on_result(failed, now - started, now)
+
+    def _can_choose(self, view: View, call: Call, tried: set[str], now: float) -> bool:
+        """Whether a provider not yet tried could take the call now (the balancer is not
+        asked: some strategies change their state when they pick)."""
+        try:
+            self._candidates(view, call, tried, now)
+        except NoProviderError:  # CircuitOpenError too
+            return False
+        return True
 
     def _unanswered(self, view: View, key: str, exc: BaseException) -> None:
         """A call to ``key`` went unanswered: tell the outlier detector (which may eject it)."""

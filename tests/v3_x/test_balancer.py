@@ -112,3 +112,18 @@ def test_every_strategy_has_a_name_and_an_unknown_one_is_refused() -> None:
         assert make_balancer(name).pick([Candidate("only")]).key == "only"
     with pytest.raises(ValueError, match="unknown load-balancing strategy 'fastest'"):
         make_balancer("fastest")
+
+
+def test_an_idle_provider_s_estimate_decays_so_p2c_tries_it_again_in_time() -> None:
+    # One slow sample and then no calls: no new sample would ever lower the estimate, and the
+    # provider would be avoided for good. Read now, the estimate decays with idle time.
+    clock = FakeClock()
+    fast = Candidate("fast", latency=PeakEwma(tau=10.0, clock=clock))
+    healed = Candidate("healed", latency=PeakEwma(tau=10.0, clock=clock))
+    healed.latency.observe(0.25)
+    fast.latency.observe(0.002)
+    assert shares(P2CBalancer(random.Random(1)), [fast, healed], 2000)["healed"] == 0
+    clock.now = 60.0  # a minute later; the fast one was just measured again
+    fast.latency.observe(0.002)
+    assert healed.latency.current() < 0.25 * 0.003
+    assert shares(P2CBalancer(random.Random(1)), [fast, healed], 2000)["healed"] > 0.3

@@ -153,3 +153,17 @@ def test_a_time_window_forgets_calls_older_than_its_size() -> None:
 def test_a_bad_setting_is_refused_when_the_config_is_built(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         BreakerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_each_trial_reports_for_itself_so_a_hanging_one_is_still_found() -> None:
+    # Two trials: the first hangs, the second answers. The answer must not be taken for the
+    # first one's, or the hanging trial would go unnoticed until the second one's time.
+    b, events = breaker()
+    for _ in range(5):
+        call(b, 1.0, True)
+    assert b.try_acquire(10.0)  # hangs
+    assert b.try_acquire(11.0)
+    b.on_result(False, 0.2, 11.2)  # the second trial answers after 0.2 s
+    assert b.state is State.HALF_OPEN
+    assert not b.try_acquire(12.0)  # 2 s after the first trial: it counts as failed
+    assert b.state is State.OPEN and events[-1].at == 12.0

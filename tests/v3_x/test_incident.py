@@ -19,7 +19,15 @@ from stages.v2_0.user_stub import User, UserApi
 from stages.v2_1 import Client as DirectClient
 from stages.v2_1 import ClientConfig as DirectConfig
 from stages.v2_1.timer_stub import TimerApi, TimerImpl
-from stages.v3_x import Client, ClientConfig, RemoteError, Server, ServerConfig, StaticRegistry
+from stages.v3_x import (
+    CallPolicy,
+    Client,
+    ClientConfig,
+    RemoteError,
+    Server,
+    ServerConfig,
+    StaticRegistry,
+)
 from stages.v3_x.errors import ConfigError, ConnectionClosedError, RpcTimeoutError, Status
 from stages.v3_x.incident import IncidentApi, Incidents
 
@@ -211,3 +219,22 @@ def test_failover_from_the_command_line_hides_a_failing_provider(zk_chroot: str)
         assert modes["failfast"]["errors"] >= 1, modes
         assert modes["failfast"]["error_types"].keys() == {"ConnectionClosedError"}, modes
         assert modes["failover"]["errors"] == 0 and modes["failover"]["policy"]["retries"] >= 1, modes
+
+
+def test_failover_counts_and_pays_only_for_retries_it_can_send() -> None:
+    # Two providers that cut every call; failover allows four retries, but there is only one
+    # other provider to send to: one retry, counted once, and the caller gets the real error.
+    async def scenario() -> None:
+        with background_provider() as one, background_provider() as two:
+            for bg in (one, two):
+                async with direct(bg.address) as control_client:
+                    await control_client.async_proxy(IncidentApi).fail(60)
+            keys = [f"{h}:{p}" for h, p in (one.address, two.address)]
+            client = Client(StaticRegistry(keys), ClientConfig(outlier=None))
+            client.set_policy(UserApi, CallPolicy(mode="failover", idempotent=True, retries=4))
+            with pytest.raises(ConnectionClosedError):
+                await client.async_proxy(UserApi).get_user(1)
+            assert client.stats["retries"] == 1, client.stats
+            await client.aclose()
+
+    run(scenario)
