@@ -65,7 +65,7 @@ from stages.v3_x.retry import RetryBudget
 from stages.v3_x.server import Server
 from stages.v3_x.settings import ApiSettings, CallSettings, ProviderSettings
 
-STAGE = "3.1"
+STAGE = "3.2"
 
 __all__ = [
     "STAGE", "PROTOCOL_VERSION", "Call", "Interceptor",
