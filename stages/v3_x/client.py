@@ -65,7 +65,7 @@ from stages.v3_x.registry import ProviderInfo, Registry
 from stages.v3_x.retry import RetryBudget
 from stages.v3_x.settings import ApiSettings
 
-__all__ = ["Client", "View"]
+__all__ = ["Client", "View", "Attempt"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,26 @@ class View:
     providers: dict[str, ProviderInfo] = field(default_factory=dict)
     candidates: dict[str, Candidate] = field(default_factory=dict)
     changes: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a call on one provider, as ``Client.attempt_listeners`` receive it.
+
+    Attributes:
+        api, method: what was called.
+        provider: the provider's key, ``host:port``.
+        seconds: from sending to the answer or the failure.
+        error: the failure's type name (``RpcTimeoutError``, ``ConnectionClosedError``,
+            ``CancelledError``...), or None if the provider answered (even with an exception of
+            the remote method: the provider worked).
+    """
+
+    api: str
+    method: str
+    provider: str
+    seconds: float
+    error: str | None
 
 
 class Client(v2_1.Client):
@@ -127,6 +147,8 @@ class Client(v2_1.Client):
         #: Policies by API address, or ``address#method`` (see :meth:`set_policy`).
         self.policies: dict[str, CallPolicy] = dict(policies or {})
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        #: Called with every attempt of every call on a provider (v3.3's metrics listen).
+        self.attempt_listeners: list[Callable[[Attempt], None]] = []
         #: Called with every breaker's every state change (the notebook and metrics listen).
         self.breaker_listeners: list[Callable[[Transition], None]] = []
         self.budget = RetryBudget(now=time.monotonic())
@@ -367,7 +389,7 @@ class Client(v2_1.Client):
                 raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
             chosen.started()
             try:
-                frame = await self._send_to(view, chosen.key, request, remaining)
+                frame = await self._send_to(view, chosen.key, request, remaining, call.method)
             except (ConnectionClosedError, RpcTimeoutError) as exc:
                 self._finished(chosen, breaker, True, now)
                 self._unanswered(view, chosen.key, exc)
@@ -420,7 +442,8 @@ class Client(v2_1.Client):
         async def one(candidate: Candidate) -> Frame:
             candidate.started()
             try:
-                frame = await self._send_to(view, candidate.key, request, call.timeout)
+                frame = await self._send_to(view, candidate.key, request, call.timeout,
+                                            call.method)
             except TransportError as exc:
                 candidate.finished(loop.time() - now)
                 self._unanswered(view, candidate.key, exc)
@@ -446,22 +469,36 @@ class Client(v2_1.Client):
             for task in tasks:
                 task.cancel()
 
-    async def _send_to(self, view: View, key: str, request: Frame, timeout: float) -> Frame:
+    async def _send_to(self, view: View, key: str, request: Frame, timeout: float,
+                       method: str) -> Frame:
         """Send ``request`` to one provider and wait up to ``timeout`` for its answer. A provider
         that understands them (v3.2) gets the time left with the request, and a CANCEL when the
         caller stops waiting: its deadline passed, or the call was cancelled (a forked call
-        that another provider answered first)."""
+        that another provider answered first). Every attempt is an event for
+        ``attempt_listeners`` (v3.3's metrics listen)."""
         info = view.providers.get(key)
         features = info.features if info is not None else ()
         endpoint = self.endpoints[key]
         sent = deadline.timed(request, timeout) if "deadline" in features else request
+        started = time.perf_counter()
+        error: str | None = None
         try:
             return await endpoint.exchange(sent, timeout)
-        except (RpcTimeoutError, asyncio.CancelledError):
+        except (RpcTimeoutError, asyncio.CancelledError) as exc:
+            error = type(exc).__name__
             conn = endpoint.connection
             if "cancel" in features and conn is not None and conn.transport is not None:
                 conn.write(deadline.cancel_frame(request.request_id), now=True)
             raise
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            if self.attempt_listeners:
+                event = Attempt(view.api_address, method, key, time.perf_counter() - started,
+                                error)
+                for listener in self.attempt_listeners:
+                    listener(event)
 
     def _choose(self, view: View, call: Call, tried: set[str], now: float) -> Candidate:
         """The balancer's choice among the providers that can take the call now."""

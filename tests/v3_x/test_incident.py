@@ -28,8 +28,11 @@ from stages.v3_x import (
     ServerConfig,
     StaticRegistry,
 )
+from stages.v3_x.client import Attempt
 from stages.v3_x.errors import ConfigError, ConnectionClosedError, RpcTimeoutError, Status
 from stages.v3_x.incident import IncidentApi, Incidents
+
+USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
 
 # -- the state, pure ---------------------------------------------------------------------------
 
@@ -235,6 +238,31 @@ def test_failover_counts_and_pays_only_for_retries_it_can_send() -> None:
             with pytest.raises(ConnectionClosedError):
                 await client.async_proxy(UserApi).get_user(1)
             assert client.stats["retries"] == 1, client.stats
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_every_attempt_is_an_event_with_its_provider_and_outcome() -> None:
+    async def scenario() -> None:
+        with background_provider() as one, background_provider() as two:
+            async with direct(one.address) as control_client:
+                await control_client.async_proxy(IncidentApi).fail(60)
+            keys = [f"{h}:{p}" for h, p in (one.address, two.address)]
+            client = Client(StaticRegistry(keys), ClientConfig(balancer="round_robin"))
+            client.set_policy(UserApi, CallPolicy(mode="failover", idempotent=True))
+            attempts: list[Attempt] = []
+            client.attempt_listeners.append(attempts.append)
+            users = client.async_proxy(UserApi)
+            for i in range(4):
+                await users.get_user(1 + i)  # every call answered in the end
+            failed = [a for a in attempts if a.error is not None]
+            answered = [a for a in attempts if a.error is None]
+            assert len(answered) == 4 and {a.provider for a in answered} == {keys[1]}
+            assert failed and {a.provider for a in failed} == {keys[0]}
+            assert {a.error for a in failed} == {"ConnectionClosedError"}
+            assert all(a.api == USERS and a.method == "get_user" and a.seconds >= 0
+                       for a in attempts)
             await client.aclose()
 
     run(scenario)
