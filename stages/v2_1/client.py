@@ -487,10 +487,18 @@ class Client(v2_0.Client):
         super().__init__(host, port, config or ClientConfig())
         self.endpoint = Endpoint(self.address, self.config)
         self.interceptors = tuple(interceptors)
+        self._proceed = self._chain()
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Put ``interceptor`` around every later call, outside those already there."""
+        self.interceptors = (interceptor, *self.interceptors)
+        self._proceed = self._chain()
+
+    def _chain(self) -> Proceed:
         proceed: Proceed = self._send
         for interceptor in reversed(self.interceptors):
             proceed = functools.partial(interceptor, proceed=proceed)
-        self._proceed = proceed
+        return proceed
 
     @property
     def connection(self) -> ClientConnection | None:

@@ -23,6 +23,9 @@ What changed since v2.1, module by module:
 * :mod:`~stages.v3_x.settings` (new, 3.3, in progress): the config center's settings per API and
   method (timeout, mode, retries, forced degradation, balancer, provider weights and on/off),
   checked whole and applied live by consumers watching ZooKeeper;
+* :mod:`~stages.v3_x.metrics` (new, 3.3, in progress): a consumer's calls, errors by kind,
+  latency, attempts per provider, breaker states and ejections, collected from its events, in
+  the Prometheus text format;
 * :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
   settings, and the registry's and the breaker's errors.
 
