@@ -33,7 +33,8 @@ lint: setup
 	$(BIN)/ruff check .
 
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	@echo "JupyterLab on the notebooks: open the URL it prints (Ctrl-C stops it)"
+	$(BIN)/jupyter lab notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: setup
 	$(BIN)/python -m stages bench

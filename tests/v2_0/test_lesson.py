@@ -14,6 +14,8 @@ import inspect
 import json
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -63,7 +65,7 @@ def own_functions(cls: type) -> set[str]:
 def test_module_table_new_extended_imported_and_dropped() -> None:
     v1, v2 = modules(v1_0), modules(v2_0)
     assert v2 - v1 == {"api", "serializers", "limits", "pickle_scan", "protos", "user_stub",
-                       "provider", "consumer"}
+                       "provider", "consumer", "server_demo", "client_demo"}
     assert v1 & v2 == {"server", "client", "config", "errors", "cli"}
     assert v1 - v2 == {"protocol", "messages", "service"}
     imported = v1_0_modules_imported_by_v2_0()
@@ -156,3 +158,28 @@ def test_the_notebook_stays_a_lesson() -> None:
     checks = [t for t in sources if t.startswith("# Check of exercise ")]
     assert len(answers) == len(checks) >= 2
     assert all("replace" in t.splitlines()[0] for t in answers)
+
+
+def test_server_demo_and_client_demo_are_the_smallest_provider_and_consumer() -> None:
+    # A learner runs them by name, in two shells; each is a screen long.
+    for name in ("server_demo", "client_demo"):
+        path = Path(v2_0.__file__).parent / f"{name}.py"
+        assert len(path.read_text().splitlines()) <= 50, name
+    server = subprocess.Popen([sys.executable, "-m", "stages.v2_0.server_demo"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # the first line, once it listens
+        match = re.fullmatch(r"serving (\S+) at 127\.0\.0\.1:(\d+)\n", line)
+        assert match and match.group(1).endswith("user_stub.api.UserApi"), line
+        done = subprocess.run([sys.executable, "-m", "stages.v2_0.client_demo", match.group(2)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [
+            "User(id=123456, name='Alan Turing', email='alan.123456@example.org')",
+            "UserNotFound: no user with id 0"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
