@@ -51,7 +51,7 @@ from stages.harness.peers.echo_peer import EchoPeerClient
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds
 from stages.v2_0.api import api_spec, rpc_api
-from stages.v2_0.serializers import Invocation, Outcome, PickleSerializer, TypeRegistry
+from stages.v2_0.serializers import Outcome, PickleSerializer, TypeRegistry
 from stages.v2_0.user_stub import InventoryApi, User, UserApi
 from stages.v2_1 import fastpath as hot
 from stages.v2_1.client import Client
@@ -348,7 +348,6 @@ def fastpath_gains(rounds: int = 20_000) -> list[Gain]:
     registry = TypeRegistry.of([spec])
     plain, fast = PickleSerializer(registry), hot.RecordPickleSerializer(registry)
     plain_method, fast_method = spec.methods["get_user"], hot.quick_spec(spec).methods["get_user"]
-    request = plain.encode_invocation(Invocation(spec.address, "get_user", (123456,), {}))
     answer = Outcome(User(123456, "Alan Turing", "alan.123456@example.org"))
     plain_answer, fast_answer = plain.encode_outcome(answer), fast.encode_outcome(answer)
 
@@ -359,11 +358,9 @@ def fastpath_gains(rounds: int = 20_000) -> list[Gain]:
         Gain("argument check (QuickMethodSpec)", "each",
              us(lambda: plain_method.check_arguments((123456,), {})),
              us(lambda: fast_method.check_arguments((123456,), {}))),
-        Gain("decode the request (bound unpickler)", "server",
-             us(lambda: plain.decode_invocation(request)), us(lambda: fast.decode_invocation(request))),
         Gain("encode the answer (record)", "server",
              us(lambda: plain.encode_outcome(answer)), us(lambda: fast.encode_outcome(answer))),
-        Gain("decode the answer (record, bound unpickler)", "client",
+        Gain("decode the answer (record)", "client",
              us(lambda: plain.decode_outcome(plain_answer)),
              us(lambda: fast.decode_outcome(fast_answer))),
     ]
