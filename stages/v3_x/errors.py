@@ -14,28 +14,12 @@ the interface are used. One bad entry must never take a whole interface down.
 
 from __future__ import annotations
 
-from stages.v2_0.errors import (  # unchanged since v2.0
-    ApiDefinitionError,
-    ConfigError,
-    ConnectionClosedError,
-    LocalProtocolError,
-    ProtocolError,
-    RemoteError,
-    RemoteException,
-    RemoteProtocolError,
-    RpcError,
-    RpcTimeoutError,
-    SerializationError,
-    Status,
-    TransportError,
-)
+from stages.v2_1.errors import *  # noqa: F403  (v2.1's tree, unchanged)
+from stages.v2_1.errors import RpcError, TransportError
+from stages.v2_1.errors import __all__ as _earlier
 
-__all__ = [
-    "Status", "RpcError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError",
-    "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError", "ConfigError",
-    "RemoteException", "SerializationError", "ApiDefinitionError",
-    "NoProviderError", "CircuitOpenError", "RegistryError", "RegistryUnavailable",
-]
+__all__ = [*_earlier, "NoProviderError", "CircuitOpenError", "RegistryError",
+           "RegistryUnavailable"]
 
 
 class NoProviderError(TransportError):

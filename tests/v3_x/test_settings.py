@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -78,6 +78,18 @@ def test_many_entries_are_refused_before_anything_is_built() -> None:
 # -- live, against ZooKeeper and real providers ------------------------------------------------
 
 
+@pytest.fixture
+def zk(zk_chroot: str) -> Iterator[KazooClient]:
+    """A ZooKeeper client in the test's own subtree, to write settings and read reports."""
+    client = KazooClient(hosts=zk_chroot)
+    client.start(10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
 def write(zk: KazooClient, document: object) -> int:
     data = document if isinstance(document, bytes) else json.dumps(document).encode()
     zk.ensure_path(config_path(USERS))
@@ -93,11 +105,15 @@ async def consumer(hosts: str, **settings: object) -> AsyncIterator[Client]:
         await client.aclose()
 
 
+async def applied(client: Client, version: int) -> None:
+    """Wait until ``client`` runs the settings of ``version``."""
+    await until(lambda: USERS in client.settings and client.settings[USERS].version == version,
+                5, f"settings version {version} applied")
+
+
 def test_a_hot_update_under_load_shifts_traffic_within_a_second_and_fails_no_call(
-        zk_chroot: str) -> None:
+        zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        zk = KazooClient(hosts=zk_chroot)
-        zk.start(10)
         with provider(zk_chroot) as one, provider(zk_chroot):
             async with consumer(zk_chroot, balancer="round_robin") as client:
                 load = Load(client)
@@ -107,8 +123,7 @@ def test_a_hot_update_under_load_shifts_traffic_within_a_second_and_fails_no_cal
                 # Take provider one out of rotation.
                 version = write(zk, {"providers": {key(one): {"enabled": False}}})
                 written = time.monotonic()
-                await until(lambda: USERS in client.settings
-                            and client.settings[USERS].version == version, 5, "applied")
+                await applied(client, version)
                 applied_after = time.monotonic() - written
                 assert applied_after < 1.0, applied_after
                 sent = view.candidates[key(one)].calls + view.candidates[key(one)].active
@@ -126,38 +141,31 @@ def test_a_hot_update_under_load_shifts_traffic_within_a_second_and_fails_no_cal
                 assert share > 0.6, share  # 300 against 100
                 await load.stop()
                 assert not load.failed, load.failed
-        zk.stop()
-        zk.close()
 
     run(scenario, 90)
 
 
-def test_a_bad_document_is_refused_and_the_last_good_settings_stay(zk_chroot: str) -> None:
+def test_a_bad_document_is_refused_and_the_last_good_settings_stay(
+        zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        zk = KazooClient(hosts=zk_chroot)
-        zk.start(10)
         with provider(zk_chroot):
             async with consumer(zk_chroot) as client:
                 users = client.async_proxy(UserApi)
                 await users.get_user(1)
                 good = write(zk, {"api": {"timeout": 0.7}})
-                await until(lambda: USERS in client.settings
-                            and client.settings[USERS].version == good, 5, "good applied")
+                await applied(client, good)
                 write(zk, b'{"api": {"timeout": -3}}')
                 await until(lambda: client.settings_refused == 1, 5, "bad refused")
                 assert client.settings[USERS].version == good
                 assert client.settings[USERS].api.timeout == 0.7
                 assert isinstance(await users.get_user(2), User)  # calls go on
-        zk.stop()
-        zk.close()
 
     run(scenario, 60)
 
 
-def test_forced_degradation_and_the_timeout_come_from_the_config_center(zk_chroot: str) -> None:
+def test_forced_degradation_and_the_timeout_come_from_the_config_center(
+        zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        zk = KazooClient(hosts=zk_chroot)
-        zk.start(10)
         with provider(zk_chroot) as one:
             async with consumer(zk_chroot) as client:
                 client.set_policy(UserApi, CallPolicy(
@@ -165,14 +173,13 @@ def test_forced_degradation_and_the_timeout_come_from_the_config_center(zk_chroo
                 users = client.async_proxy(UserApi)
                 assert (await users.get_user(5)).name != "(degraded)"
                 version = write(zk, {"methods": {"get_user": {"force_fallback": True}}})
-                await until(lambda: USERS in client.settings
-                            and client.settings[USERS].version == version, 5, "applied")
+                await applied(client, version)
                 sent = client.views[USERS].candidates[key(one)].calls
                 assert (await users.get_user(5)).name == "(degraded)"
                 assert client.views[USERS].candidates[key(one)].calls == sent  # no remote call
                 # A timeout from the config center, below what a frozen provider needs.
                 version = write(zk, {"api": {"timeout": 0.3}})
-                await until(lambda: client.settings[USERS].version == version, 5, "applied")
+                await applied(client, version)
                 one.pause()
                 try:
                     start = time.monotonic()
@@ -182,24 +189,19 @@ def test_forced_degradation_and_the_timeout_come_from_the_config_center(zk_chroo
                     assert 0.25 < time.monotonic() - start < 1.5
                 finally:
                     one.resume()
-        zk.stop()
-        zk.close()
 
     run(scenario, 60)
 
 
-def test_force_fallback_without_a_fallback_in_code_is_refused(zk_chroot: str) -> None:
+def test_force_fallback_without_a_fallback_in_code_is_refused(
+        zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        zk = KazooClient(hosts=zk_chroot)
-        zk.start(10)
         with provider(zk_chroot):
             async with consumer(zk_chroot) as client:
                 await client.async_proxy(UserApi).get_user(1)
                 write(zk, {"api": {"force_fallback": True}})
                 await until(lambda: client.settings_refused == 1, 5, "refused")
                 assert isinstance(await client.async_proxy(UserApi).get_user(1), User)
-        zk.stop()
-        zk.close()
 
     run(scenario, 60)
 
@@ -219,10 +221,9 @@ def test_the_config_command_checks_writes_reads_and_watches(zk_chroot: str, tmp_
     assert '"timeout": 1.5' in watched.stdout
 
 
-def test_every_consumer_reports_the_settings_version_it_applied(zk_chroot: str) -> None:
+def test_every_consumer_reports_the_settings_version_it_applied(
+        zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        zk = KazooClient(hosts=zk_chroot)
-        zk.start(10)
         with provider(zk_chroot):
             async with consumer(zk_chroot) as first, consumer(zk_chroot) as second:
                 for client in (first, second):
@@ -235,7 +236,5 @@ def test_every_consumer_reports_the_settings_version_it_applied(zk_chroot: str) 
                             for name in zk.get_children(consumers)]
 
                 await until(lambda: reported() == [version, version], 5, "both report it")
-        zk.stop()
-        zk.close()
 
     run(scenario, 60)
