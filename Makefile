@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup zookeeper demo test lint lab bench mutate clean
+.PHONY: setup zookeeper prometheus demo test lint lab bench mutate clean
 
-setup: $(STAMP) zookeeper
+setup: $(STAMP) zookeeper prometheus
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed (set PYTHON=...)")'
@@ -17,6 +17,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 zookeeper:
 	@scripts/ensure-zookeeper.sh
+
+prometheus:
+	@scripts/ensure-prometheus.sh
 
 # The demo of the newest stage, against the local ZooKeeper where the stage needs one.
 demo: setup

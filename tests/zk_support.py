@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+
+from kazoo.client import KazooClient
 
 from stages.harness.process import ServerProcess
 from stages.v2_0.api import address_of
@@ -24,6 +26,19 @@ def provider(hosts: str, *extra: str) -> ServerProcess:
 
 def key(process: ServerProcess) -> str:
     return f"{process.host}:{process.port}"
+
+
+@contextmanager
+def zk_client(hosts: str) -> Iterator[KazooClient]:
+    """A plain kazoo client without credentials: to write settings, or look at what the
+    registries left; stopped even when the test fails."""
+    zk = KazooClient(hosts=hosts)
+    zk.start(10)
+    try:
+        yield zk
+    finally:
+        zk.stop()
+        zk.close()
 
 
 @asynccontextmanager

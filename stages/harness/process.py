@@ -23,6 +23,8 @@ from stages.harness.lifecycle import Service
 __all__ = ["ServerProcess", "READY_LINE", "cpu_seconds"]
 
 READY_LINE = re.compile(r"listening on (?P<host>[^\s:]+):(?P<port>\d+)")
+#: What a v3.3 server prints before it listens when asked to serve its metrics.
+METRICS_LINE = re.compile(r"metrics on http://(?P<host>[^\s:/]+):(?P<port>\d+)/metrics")
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -83,6 +85,14 @@ class ServerProcess(Service):
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of its Prometheus metrics (``--metrics-port``), or None."""
+        for line in self.output:
+            if match := METRICS_LINE.search(line):
+                return f"{match['host']}:{match['port']}"
+        return None
 
     def start(self) -> ServerProcess:
         """Start the child and wait until it reports its address.

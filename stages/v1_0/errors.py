@@ -115,6 +115,8 @@ class Status(enum.IntEnum):
     TOO_LARGE = 5
     #: The server is overloaded or going away and did not run the call.
     UNAVAILABLE = 6
+    #: The caller did not show the credentials the server asks for (used from v3.3 on).
+    UNAUTHENTICATED = 7
 
 
 class RpcError(Exception):

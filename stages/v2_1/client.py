@@ -40,6 +40,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from stages.v2_0 import client as v2_0
@@ -317,11 +318,16 @@ class Endpoint:
     Args:
         address: the server's ``(host, port)``.
         config: connection, heartbeat and backoff settings.
+        ssl: connect with TLS, checked by this context (v3.3).
+        hello: a frame sent first on every new connection, before any call (v3.3: the token).
     """
 
-    def __init__(self, address: tuple[str, int], config: ClientConfig) -> None:
+    def __init__(self, address: tuple[str, int], config: ClientConfig, *,
+                 ssl: SSLContext | None = None, hello: Frame | None = None) -> None:
         self.address = address
         self.config = config
+        self.ssl = ssl
+        self.hello = hello
         self.where = f"{address[0]}:{address[1]}"
         self.connection: ClientConnection | None = None
         #: Connections opened so far (a reconnect adds one).
@@ -331,6 +337,11 @@ class Endpoint:
         self._delay = config.backoff_initial
         self._next_attempt = 0.0
         self._last_error: BaseException | None = None
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """Why the last connection attempt failed (None: it did not, or none was made)."""
+        return self._last_error
 
     @property
     def usable(self) -> bool:
@@ -383,7 +394,7 @@ class Endpoint:
                     _, conn = await loop.create_connection(
                         lambda: ClientConnection(self.address, self.config,
                                                  self.heartbeat_interval),
-                        *self.address)
+                        *self.address, ssl=self.ssl)
             except (OSError, TimeoutError) as exc:
                 self._last_error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
                     f"connect timed out after {self.config.connect_timeout} s")
@@ -395,6 +406,9 @@ class Endpoint:
                                      f"{self._last_error}") from exc
             self._delay = self.config.backoff_initial
             self._next_attempt = 0.0
+            self._last_error = None
+            if self.hello is not None:
+                conn.write(conn.codec.encode(self.hello))
             self.connection = conn
             self.connects += 1
             conn.closed.add_done_callback(lambda _: self._on_closed(conn))

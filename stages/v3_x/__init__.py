@@ -55,6 +55,7 @@ from stages.v3_x.errors import (
     ConnectionClosedError,
     NoProviderError,
     RegistryError,
+    RegistryNotAllowed,
     RegistryUnavailable,
     RemoteError,
     RpcError,
@@ -65,6 +66,7 @@ from stages.v3_x.outlier import Ejection, OutlierConfig, OutlierDetector
 from stages.v3_x.policy import CallPolicy
 from stages.v3_x.registry import ProviderInfo, Registry, StaticRegistry, ZooKeeperRegistry
 from stages.v3_x.retry import RetryBudget
+from stages.v3_x.security import TlsConfig
 from stages.v3_x.server import Server
 from stages.v3_x.settings import ApiSettings, CallSettings, ProviderSettings
 
@@ -78,8 +80,9 @@ __all__ = [
     "Client", "View", "ClientConfig", "ServerConfig", "Server",
     "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry",
     "RpcError", "TransportError", "ConnectionClosedError", "RpcTimeoutError", "RemoteError",
-    "NoProviderError", "RegistryError", "RegistryUnavailable", "CircuitOpenError",
+    "NoProviderError", "RegistryError", "RegistryUnavailable", "RegistryNotAllowed",
+    "CircuitOpenError",
     "CallPolicy", "BreakerConfig", "CircuitBreaker", "State", "Transition", "RetryBudget",
     "OutlierConfig", "OutlierDetector", "Ejection",
-    "ApiSettings", "CallSettings", "ProviderSettings",
+    "ApiSettings", "CallSettings", "ProviderSettings", "TlsConfig",
 ]

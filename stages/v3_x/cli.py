@@ -50,12 +50,17 @@ from stages.v3_x.client import Client
 from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
 from stages.v3_x.errors import ConfigError, RpcError
 from stages.v3_x.incident import IncidentApi
+from stages.v3_x.metrics import ClientMetrics, ServerMetrics
 from stages.v3_x.policy import MODES, CallPolicy
 from stages.v3_x.registry import ROOT, Registry, ZooKeeperRegistry
+from stages.v3_x.security import TlsConfig
 from stages.v3_x.server import Server
 from stages.v3_x.settings import ApiSettings, config_path
 
-__all__ = ["main", "new_server", "print_tree"]
+__all__ = ["main", "new_server", "print_tree", "RPC_ZK_AUTH_ENV"]
+
+#: Where the commands read ZooKeeper credentials from when ``--zk-auth`` is not given.
+RPC_ZK_AUTH_ENV = "RPC_ZK_AUTH"
 
 
 def new_server(registry: Registry, config: ServerConfig | None = None) -> Server:
@@ -101,9 +106,14 @@ def policy_for_mode(mode: str) -> CallPolicy:
     return CallPolicy(mode=mode, idempotent=True)  # type: ignore[arg-type]
 
 
-async def run_client(hosts: str, balancer: str, mode: str, calls: int, as_json: bool) -> int:
-    client = Client(ZooKeeperRegistry(hosts), ClientConfig(balancer=balancer))
+async def run_client(hosts: str, balancer: str, mode: str, calls: int, as_json: bool, *,
+                     tls: TlsConfig | None = None, metrics_port: int | None = None) -> int:
+    client = Client(ZooKeeperRegistry(hosts), ClientConfig(balancer=balancer, tls=tls))
     client.set_policy(UserApi, policy_for_mode(mode))
+    if metrics_port is not None:
+        metrics = ClientMetrics()
+        metrics.attach(client)
+        serve_metrics(metrics, metrics_port)
     try:
         result = await call_users(client, calls)
     finally:
@@ -277,7 +287,7 @@ async def bench(given_zk: str | None, calls: int | None, as_json: bool) -> int:
 
 
 def run_config(hosts: str, action: str, api: str, source: str | None, unchecked: bool,
-               timeout: float) -> int:
+               timeout: float, *, credentials: str | None = None) -> int:
     """``config get`` prints the settings and their version; ``set`` writes a document (from a
     file, or ``-`` for standard input); ``watch`` prints each version as it is written."""
     path = config_path(api)
@@ -293,9 +303,8 @@ def run_config(hosts: str, action: str, api: str, source: str | None, unchecked:
                 except ConfigError as exc:
                     print(f"refused: {exc}", file=sys.stderr)
                     return 2
-            zk.ensure_path(path)
-            stat = zk.set(path, data)
-            print(f"{api}: settings version {stat.version}")
+            version = asyncio.run(write_settings(hosts, api, data, credentials))
+            print(f"{api}: settings version {version}")
             return 0
         if action == "get":
             if zk.exists(path) is None:
@@ -348,8 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--incidents", action="store_true",
                         help="serve the incident control (unlisted): incidents can then be "
                         "staged with the incident command; never on a provider users depend on")
+    add_zk_auth_option(server)
+    server.add_argument("--token", default="",
+                        help="consumers must show this token, which they read from the "
+                        "registry ('auto': a fresh random one)")
     add_limit_options(server)
     add_traceback_option(server)
+    add_security_options(server, "serve over TLS with this certificate and key", provider=True)
     client = sub.add_parser("client", help="discover the providers and call them")
     client.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
     client.add_argument("--lb", choices=sorted(STRATEGIES), default=DEFAULT_BALANCER)
@@ -357,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what a failed call does (get_user is idempotent)")
     client.add_argument("--calls", type=int, default=10)
     client.add_argument("--json", action="store_true")
+    add_security_options(client, "show this certificate and key to providers (mutual TLS)")
     incident = sub.add_parser("incident", help="stage an incident on a provider started with "
                               "--incidents")
     incident.add_argument("--at", required=True, help="the provider's HOST:PORT")
@@ -371,8 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--unchecked", action="store_true",
                         help="set: write without checking (consumers will refuse a bad one)")
     config.add_argument("--seconds", type=float, default=3600.0, help="watch: for how long")
-    registry = sub.add_parser("registry", help="print the registry tree")
+    add_zk_auth_option(config)
+    registry = sub.add_parser("registry", help="print the registry tree, or protect an API")
+    registry.add_argument("action", nargs="?", choices=("tree", "protect"), default="tree",
+                          help="protect: only holders of --zk-auth may register providers of "
+                          "--api or write its settings; anyone may read")
     registry.add_argument("--zk", help="ZooKeeper connect string (default: $RPC_ZK)")
+    registry.add_argument("--api", help="protect: the API address, namespace/module.Interface")
+    add_zk_auth_option(registry)
     sub.add_parser("zookeeper", help="run a local ZooKeeper in the foreground")
     bench_cmd = sub.add_parser("bench", help="v3.x against v2.1, in the same run")
     bench_cmd.add_argument("--zk", help="use this ZooKeeper instead of starting one")
@@ -383,31 +404,108 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_zk_auth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zk-auth", default=os.environ.get(RPC_ZK_AUTH_ENV) or None,
+                        metavar="USER:PASSWORD",
+                        help="ZooKeeper digest credentials of protected APIs (default: "
+                        f"${RPC_ZK_AUTH_ENV}, which keeps the password out of the process list)")
+
+
+async def write_settings(hosts: str, api: str, data: bytes, credentials: str | None) -> int:
+    """Write an API's settings document; with credentials, the node is protected."""
+    registry = ZooKeeperRegistry(hosts, credentials=credentials)
+    await registry.start()
+    try:
+        return await registry.write_config(api, data)
+    finally:
+        await registry.aclose()
+
+
+async def protect(hosts: str, api: str, credentials: str) -> list[str]:
+    registry = ZooKeeperRegistry(hosts, credentials=credentials)
+    await registry.start()
+    try:
+        return await registry.protect(api)
+    finally:
+        await registry.aclose()
+
+
+def add_security_options(parser: argparse.ArgumentParser, cert_help: str, *,
+                         provider: bool = False) -> None:
+    """Options of v3.3 shared by providers and consumers: metrics over HTTP and TLS."""
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on 127.0.0.1 at this port (0: a free one)")
+    parser.add_argument("--tls-cert", help=cert_help + " (PEM files)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-ca", help="the CA that signs the other side's certificates")
+    if provider:
+        parser.add_argument("--tls-mutual", action="store_true",
+                            help="refuse consumers without a certificate signed by --tls-ca")
+
+
+def tls_of(args: argparse.Namespace) -> TlsConfig | None:
+    """The TLS settings the options give, or None for plain TCP."""
+    mutual = getattr(args, "tls_mutual", False)
+    if not (args.tls_cert or args.tls_key or args.tls_ca or mutual):
+        return None
+    try:
+        return TlsConfig(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca, mutual=mutual)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def serve_metrics(metrics: ClientMetrics | ServerMetrics, port: int) -> None:
+    """Serve ``metrics`` over HTTP, and say where."""
+    host, bound = metrics.serve(port)
+    print(f"metrics on http://{host}:{bound}/metrics", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except RpcError as exc:  # a registry that refused or is unreachable, a bad setting...
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return asyncio.run(demo(args.zk))
     if args.command == "server":
-        registry = ZooKeeperRegistry(zk_hosts(args.zk), session_timeout=args.session_timeout)
+        registry = ZooKeeperRegistry(zk_hosts(args.zk), session_timeout=args.session_timeout,
+                                     credentials=args.zk_auth)
         config = ServerConfig(host=args.host, port=args.port, weight=args.weight,
                               idle_timeout=args.idle_timeout,
                               min_ping_interval=args.min_ping_interval,
                               send_tracebacks=args.send_tracebacks,
-                              max_calls_per_api=args.max_calls_per_api, **limit_settings(args))
+                              max_calls_per_api=args.max_calls_per_api, token=args.token,
+                              tls=tls_of(args), **limit_settings(args))
         server = new_server(registry, config)
         if args.incidents:
             server.enable_incidents()
+        if args.metrics_port is not None:
+            metrics = ServerMetrics()
+            metrics.attach(server)
+            serve_metrics(metrics, args.metrics_port)
         asyncio.run(serve_until_signalled(server))
         return 0
     if args.command == "client":
         return asyncio.run(run_client(zk_hosts(args.zk), args.lb, args.mode, args.calls,
-                                      args.json))
+                                      args.json, tls=tls_of(args),
+                                      metrics_port=args.metrics_port))
     if args.command == "incident":
         return stage_incident(args.at, args.kind, args.seconds, args.delay)
     if args.command == "config":
         return run_config(zk_hosts(args.zk), args.action, args.api, args.source, args.unchecked,
-                          args.seconds)
+                          args.seconds, credentials=args.zk_auth)
     if args.command == "registry":
+        if args.action == "protect":
+            if not args.api or not args.zk_auth:
+                raise SystemExit("error: registry protect needs --api and --zk-auth")
+            for path in asyncio.run(protect(zk_hosts(args.zk), args.api, args.zk_auth)):
+                print(f"protected {path}")
+            return 0
         print(print_tree(zk_hosts(args.zk)))
         return 0
     if args.command == "zookeeper":

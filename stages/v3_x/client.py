@@ -46,7 +46,7 @@ from stages.v2_0.api import ApiSpec, api_spec
 from stages.v2_0.serializers import Serializer
 from stages.v2_1 import client as v2_1
 from stages.v2_1.client import Call, Endpoint, Interceptor
-from stages.v3_x import deadline
+from stages.v3_x import deadline, security
 from stages.v3_x.balancer import Balancer, Candidate, make_balancer
 from stages.v3_x.breaker import CircuitBreaker, Transition
 from stages.v3_x.config import ClientConfig
@@ -139,6 +139,8 @@ class Client(v2_1.Client):
         # v2.1's client is built for one address; here the addresses come from the registry.
         super().__init__("registry", 0, config or ClientConfig(), interceptors=interceptors)
         self.registry = registry
+        #: TLS towards every provider (v3.3), from ``config.tls``.
+        self._tls = self.config.tls.client_context() if self.config.tls is not None else None
         self.balancer = balancer or make_balancer(self.config.balancer, rng)
         self.views: dict[str, View] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -236,8 +238,13 @@ class Client(v2_1.Client):
                 view.candidates[key] = Candidate(key, self._weight(view.api_address, info))
             else:
                 candidate.weight = self._weight(view.api_address, info)
-            if key not in self.endpoints:
-                self.endpoints[key] = Endpoint((info.host, info.port), self.config)
+            hello = security.hello(info.token) if info.token else None
+            endpoint = self.endpoints.get(key)
+            if endpoint is None:
+                self.endpoints[key] = Endpoint((info.host, info.port), self.config,
+                                               ssl=self._tls, hello=hello)
+            else:
+                endpoint.hello = hello  # a provider back with a new token: for new connections
         log.debug("%s: %d providers", view.api_address, len(view.candidates))
 
     # -- the config center (v3.3) ---------------------------------------------------------------
@@ -566,9 +573,14 @@ class Client(v2_1.Client):
     def _no_provider(self, view: View, tried: set[str]) -> str:
         if not view.providers:
             return f"no provider of {view.api_address} is registered in {self._target()}"
+        described = []
+        for key in sorted(view.providers):
+            endpoint = self.endpoints.get(key)
+            error = endpoint.last_error if endpoint is not None else None
+            described.append(f"{key} ({error})" if error is not None else key)
         return clip(f"no provider of {view.api_address} can take the call now "
                     f"({len(view.providers)} registered; unreachable, backing off, going "
-                    f"away or overloaded: {', '.join(sorted(view.providers))})", 400)
+                    f"away or overloaded: {', '.join(described)})", 600)
 
     async def exchange(self, request: Any, timeout: float | None = None) -> Any:
         raise TypeError("a v3 client sends calls through its balancer: use its proxies")

@@ -5,7 +5,8 @@
     │   └── NoProviderError       no provider of the interface can take the call now
     │       └── CircuitOpenError  ... because every provider's circuit breaker is open
     └── RegistryError             the registry cannot be reached, or holds something invalid
-        └── RegistryUnavailable   ZooKeeper did not answer in time (at start, or for too long)
+        ├── RegistryUnavailable   ZooKeeper did not answer in time (at start, or for too long)
+        └── RegistryNotAllowed    a node is protected (an ACL) by credentials this side lacks
 
 A registry entry that fails validation (bad JSON, a port out of range, a field of the wrong type)
 is not an exception for the caller: the entry is skipped and logged, and the other providers of
@@ -19,7 +20,7 @@ from stages.v2_1.errors import RpcError, TransportError
 from stages.v2_1.errors import __all__ as _earlier
 
 __all__ = [*_earlier, "NoProviderError", "CircuitOpenError", "RegistryError",
-           "RegistryUnavailable"]
+           "RegistryUnavailable", "RegistryNotAllowed"]
 
 
 class NoProviderError(TransportError):
@@ -38,3 +39,8 @@ class RegistryError(RpcError):
 
 class RegistryUnavailable(RegistryError):
     """ZooKeeper did not answer within the time allowed."""
+
+
+class RegistryNotAllowed(RegistryError):
+    """ZooKeeper refused an operation: the node is protected (an ACL) and this registry lacks the
+    credentials it was protected with. Not a passing failure: trying again changes nothing."""

@@ -50,6 +50,30 @@ How the pieces behave, and why:
   connections. The registry catches up when the session expires (``session_timeout``;
   notebook 04 measures both paths).
 
+**Protected interfaces (ZooKeeper ACLs).** By default any client of ZooKeeper may write anywhere:
+whoever reaches it could register a provider of their own and have the consumers call it. A
+registry given credentials (``"user:password"``, ZooKeeper's *digest* scheme) protects the nodes
+that steer the consumers with an ACL (access control list): its identity may do everything, anyone
+may read.
+
+* The first provider with credentials to register makes the ``providers`` node with that ACL, or
+  protects it if a provider without credentials made it before, open (that provider's entry
+  stays until its session ends). Its own entries get the same ACL, so that nobody else can change
+  or delete them. A provider without the credentials, or with other ones, is refused
+  (:class:`RegistryNotAllowed`) at once and for good: it does not try again.
+* The ``config`` node (v3.3's settings) steers every consumer as surely: ``"enabled": false``
+  takes a provider out of rotation. It is protected when it is written with credentials
+  (:meth:`ZooKeeperRegistry.write_config`, ``config set``), and by
+  :meth:`ZooKeeperRegistry.protect`, an operator's way to lock an interface down at once.
+* Consumers need no credentials: they only read those two nodes. The parents (``/rpc``, the
+  namespace, the interface) stay open, so that consumers can add their entries under
+  ``consumers``. The price: a node *without children* may be deleted by anyone who may delete in
+  its parent, so an empty ``providers`` node (no provider running) can be deleted and made again,
+  open. The next provider with credentials protects it again, each time it registers.
+* kazoo sends the credentials again after every reconnection, new sessions included, so a
+  provider re-registering after an expired session still has its rights. It also logs every
+  request it sends at DEBUG level, the credentials too; this module blanks them in kazoo's log.
+
 Everything read from ZooKeeper is treated as hostile: a node's data must parse as a
 :class:`ProviderInfo` within size limits, and an entry that does not is skipped (and logged),
 never trusted and never allowed to break the other entries.
@@ -66,6 +90,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import threading
 import time
@@ -75,18 +100,32 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Auth
 from kazoo.protocol.states import KazooState
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions, make_acl, make_digest_acl
 
 from stages.v1_0.errors import clip
-from stages.v3_x.errors import RegistryError, RegistryUnavailable
+from stages.v3_x.errors import (
+    ConfigError,
+    RegistryError,
+    RegistryNotAllowed,
+    RegistryUnavailable,
+)
 from stages.v3_x.settings import config_path
 
 __all__ = [
     "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry", "Listener",
     "providers_path", "consumers_path", "ROOT", "MAX_NODE_BYTES", "MAX_PROVIDERS",
+    "RegistryNotAllowed",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +139,9 @@ MAX_PROVIDERS: Final = 10_000
 
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-:]{0,252}\Z")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}\Z")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{0,64}\Z")
+_USER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}\Z")
+_MAX_PASSWORD = 256
 
 
 def providers_path(api_address: str, root: str = ROOT) -> str:
@@ -110,6 +152,29 @@ def providers_path(api_address: str, root: str = ROOT) -> str:
 def consumers_path(api_address: str, root: str = ROOT) -> str:
     """``/rpc/<namespace>/<interface>/consumers``."""
     return f"{root}/{api_address}/consumers"
+
+
+def _split_credentials(credentials: str) -> tuple[str, str]:
+    """``"user:password"`` as ``(user, password)``, checked.
+
+    The password may hold ``:`` (ZooKeeper splits at the first one); the user is 1 to 64 letters,
+    digits, ``_``, ``.``, ``@`` or ``-``. The messages never quote the value: it holds a password.
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    if not isinstance(credentials, str):
+        raise ConfigError("credentials must be a string, 'user:password'")
+    user, colon, password = credentials.partition(":")
+    if not colon:
+        raise ConfigError("credentials must be 'user:password': there is no ':'")
+    if not _USER.match(user):
+        raise ConfigError("credentials must be 'user:password', the user 1 to 64 letters, "
+                          "digits, '_', '.', '@' or '-'")
+    if not 0 < len(password) <= _MAX_PASSWORD or not password.isprintable():
+        raise ConfigError(f"credentials must be 'user:password', the password 1 to "
+                          f"{_MAX_PASSWORD} printable characters")
+    return user, password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +191,10 @@ class ProviderInfo:
         started_at: when it started (seconds since the epoch).
         features: what it understands beyond v2.1's protocol (v3.2: ``deadline`` and
             ``cancel``, see :mod:`stages.v3_x.deadline`); unknown names are kept and ignored.
+        token: what a consumer must present on each connection before its calls are run (v3.3,
+            see :mod:`stages.v3_x.security`); empty when the provider asks for none.
+        settings_version: the version of the API's config-center settings the provider has
+            checked and holds (v3.3), -1 for none: operators compare it across instances.
     """
 
     host: str
@@ -136,6 +205,8 @@ class ProviderInfo:
     version: str = ""
     started_at: float = 0.0
     features: tuple[str, ...] = ()
+    token: str = ""
+    settings_version: int = -1
 
     @property
     def key(self) -> str:
@@ -147,7 +218,8 @@ class ProviderInfo:
         return json.dumps({"host": self.host, "port": self.port, "weight": self.weight,
                            "serializers": list(self.serializers), "methods": list(self.methods),
                            "version": self.version, "started_at": self.started_at,
-                           "features": list(self.features)},
+                           "features": list(self.features), "token": self.token,
+                           "settings_version": self.settings_version},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -182,7 +254,14 @@ class ProviderInfo:
         version = doc.get("version", "")
         if not isinstance(version, str) or len(version) > 100:
             raise ValueError("bad version")
-        info = cls(host=host, port=port, weight=weight,
+        token = doc.get("token", "")
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            raise ValueError("bad token (at most 64 letters, digits, '-' or '_')")
+        settings_version = doc.get("settings_version", -1)
+        if type(settings_version) is not int or not -1 <= settings_version < 2**31:
+            raise ValueError(clip(f"bad settings_version {settings_version!r}"))
+        info = cls(host=host, port=port, weight=weight, token=token,
+                   settings_version=settings_version,
                    serializers=_names(doc.get("serializers", ["pickle", "protobuf"]), "serializers"),
                    methods=_names(doc.get("methods", []), "methods"),
                    version=version, started_at=float(started_at),
@@ -302,16 +381,38 @@ class ZooKeeperRegistry(Registry):
         operation_timeout: seconds one read or write may take before it fails (ZooKeeper
             unreachable).
         root: the registry's top node.
+        credentials: ``"user:password"``, a ZooKeeper *digest* identity: the nodes this registry
+            makes for its providers are protected with it (see the module's docstring), and it
+            may use nodes protected with it. None: anonymous, like any ZooKeeper client.
+
+    Raises:
+        ConfigError: ``credentials`` not of the form ``user:password``.
     """
 
     def __init__(self, hosts: str, *, session_timeout: float = 10.0,
                  connect_timeout: float = 10.0, operation_timeout: float = 10.0,
-                 root: str = ROOT) -> None:
+                 root: str = ROOT, credentials: str | None = None) -> None:
         self.hosts = hosts
         self.root = root
         self.connect_timeout = connect_timeout
         self.operation_timeout = operation_timeout
-        self._zk = KazooClient(hosts=hosts, timeout=session_timeout)
+        #: The digest identity this registry acts as; None when it has no credentials.
+        self.user: str | None = None
+        #: The ACL of the nodes it protects: its identity may do everything, anyone may read.
+        #: (It holds a hash of the password, never the password.)
+        self._acl: list[ACL] | None = None
+        auth_data = None
+        if credentials is not None:
+            self.user, password = _split_credentials(credentials)
+            self._acl = [make_digest_acl(self.user, password, all=True),
+                         make_acl("world", "anyone", read=True)]
+            # kazoo keeps auth_data and sends it again on every (re)connection.
+            auth_data = [("digest", credentials)]
+        self._zk = KazooClient(hosts=hosts, timeout=session_timeout, auth_data=auth_data)
+        if credentials is not None:
+            self._zk.logger.addFilter(_HIDE_CREDENTIALS)
+        #: The providers nodes of the interfaces this registry registers in, when it protects them.
+        self._protected: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         #: node path -> data, for every entry this process registered (re-created if lost)
         self._owned: dict[str, bytes] = {}
@@ -324,7 +425,7 @@ class ZooKeeperRegistry(Registry):
         self.states: list[tuple[float, str]] = []
 
     def describe(self) -> str:
-        return f"zookeeper {self.hosts}"
+        return f"zookeeper {self.hosts}" + (f" as {self.user}" if self.user else "")
 
     @property
     def client(self) -> KazooClient:
@@ -349,10 +450,27 @@ class ZooKeeperRegistry(Registry):
     # -- providers -------------------------------------------------------------------------------
 
     async def register(self, api_address: str, info: ProviderInfo) -> None:
-        path = f"{providers_path(api_address, self.root)}/{info.key}"
+        """Announce ``info`` as a provider of the API (and keep it announced: see the module's
+        docstring). With credentials, the interface's ``providers`` node is protected first.
+
+        Raises:
+            RegistryNotAllowed: the ``providers`` node is protected with other credentials than
+                this registry's, or this registry has none. Nothing was created, and nothing
+                will be tried again.
+            RegistryUnavailable: ZooKeeper did not answer in time.
+        """
+        parent = providers_path(api_address, self.root)
+        path = f"{parent}/{info.key}"
         data = info.to_json()
+        if self._acl is not None:
+            self._protected.add(parent)
         self._owned[path] = data
-        await self._call(self._ensure_owned, path, data)
+        try:
+            await self._call(self._ensure_owned, path, data)
+        except RegistryNotAllowed:
+            # Refused for good: forget the entry, or every reconnection would try it again.
+            self._owned.pop(path, None)
+            raise
 
     async def unregister(self, api_address: str, info: ProviderInfo) -> None:
         path = f"{providers_path(api_address, self.root)}/{info.key}"
@@ -361,14 +479,26 @@ class ZooKeeperRegistry(Registry):
 
     def _ensure_owned(self, path: str, data: bytes) -> None:
         """Make ``path`` an ephemeral node of *this* session holding ``data``, and watch it
-        (a worker thread)."""
+        (a worker thread). Under a protected parent, the parent is protected again first (it
+        may have been deleted and made again, open, since) and the entry gets the same ACL."""
+        parent = posixpath.dirname(path)
+        protected = parent in self._protected
         for _ in range(5):
             try:
-                self._zk.create(path, data, ephemeral=True, makepath=True)
+                if protected:
+                    self._protect(parent, b"")
+                    # No makepath here: it would give every missing parent the entry's ACL.
+                    self._zk.create(path, data, acl=self._acl, ephemeral=True)
+                else:
+                    self._zk.create(path, data, ephemeral=True, makepath=True)
                 self._watch_own(path)
                 return
             except NodeExistsError:
                 pass
+            except NoNodeError:
+                continue  # the parent was deleted in between: protect (make) it again
+            except NoAuthError:
+                raise RegistryNotAllowed(self._refusal("register under", parent)) from None
             try:
                 current, stat = self._zk.get(path)
             except NoNodeError:
@@ -387,6 +517,16 @@ class ZooKeeperRegistry(Registry):
             except NoNodeError:
                 pass
         raise RegistryError(f"could not register {path}: it keeps changing under us")
+
+    def _refusal(self, action: str, path: str) -> str:
+        """Why ZooKeeper said NoAuth, and what to do about it."""
+        if self.user is None:
+            why = "the node is protected and this registry has no credentials"
+        else:
+            why = (f"the node is protected with other credentials than this registry's (user "
+                   f"{self.user!r}, or the password differs)")
+        return (f"not allowed to {action} {path}: {why}; give the registry the credentials "
+                f"(--zk-auth user:password)")
 
     def _delete_if_ours(self, path: str) -> None:
         try:
@@ -415,6 +555,103 @@ class ZooKeeperRegistry(Registry):
                 await self._call(self._ensure_owned, path, data)
             except RegistryError as exc:
                 log.warning("%s", exc)
+
+    # -- protection ------------------------------------------------------------------------------
+
+    async def protect(self, api_address: str) -> list[str]:
+        """Protect an interface with this registry's credentials, at once: its ``providers`` node
+        and its ``config`` node, each made if missing (the settings as ``{}``: nothing set, the
+        code's defaults in force). For an operator locking an interface down before its
+        providers start.
+
+        Returns:
+            The nodes made or protected now (none if they were protected already).
+
+        Raises:
+            ConfigError: this registry has no credentials.
+            RegistryNotAllowed: a node is protected already, with other credentials.
+        """
+        if self._acl is None:
+            raise ConfigError("protecting needs credentials: give the registry "
+                              "credentials='user:password' (--zk-auth)")
+        changed = []
+        for path, data in ((providers_path(api_address, self.root), b""),
+                           (config_path(api_address, self.root), b"{}")):
+            if await self._call(self._protect, path, data):
+                changed.append(path)
+        return changed
+
+    def _protect(self, path: str, data: bytes) -> bool:
+        """Give the node at ``path`` this registry's ACL if anyone may change it (a worker thread).
+
+        A missing node is made so, holding ``data``; its parents stay open. An open node, as a
+        registry without credentials makes it, is protected (and that is logged). A node
+        protected already, by this identity or another, is left alone: if this registry may not
+        use it, what it does next is refused.
+
+        Returns:
+            Whether the node was made or protected.
+        """
+        assert self._acl is not None
+        try:
+            for _ in range(5):
+                self._zk.ensure_path(posixpath.dirname(path))  # kazoo's default ACL: open
+                try:
+                    self._zk.create(path, data, acl=self._acl)
+                    log.info("made %s, protected: only %r may change it", path, self.user)
+                    return True
+                except NodeExistsError:
+                    pass
+                try:
+                    acl, stat = self._zk.get_acls(path)
+                    if not _is_open(acl):
+                        return False
+                    self._zk.set_acls(path, self._acl, version=stat.aversion)
+                    children = self._zk.get_children(path)
+                except NoNodeError:
+                    continue  # deleted in between: make it
+                except BadVersionError:
+                    continue  # its ACL changed in between (another provider protected it)
+                made_before = (f"; the entries made before stay until their sessions end: "
+                               f"{', '.join(sorted(children))}" if children else "")
+                log.warning("protected %s, which anyone could change: only %r may change it now%s",
+                            path, self.user, made_before)
+                return True
+        except NoAuthError:
+            raise RegistryNotAllowed(self._refusal("protect", path)) from None
+        raise RegistryError(f"could not protect {path}: it keeps changing under us")
+
+    # -- the config center's node ----------------------------------------------------------------
+
+    async def write_config(self, api_address: str, data: bytes) -> int:
+        """Write the API's settings document as given (``config set`` checks it first), and return
+        the node's new version. With credentials, the node is made protected, or protected if it
+        is open.
+
+        Raises:
+            RegistryNotAllowed: the node is protected with other credentials than this
+                registry's, or this registry has none.
+        """
+        return int(await self._call(self._write_config, config_path(api_address, self.root), data))
+
+    def _write_config(self, path: str, data: bytes) -> int:
+        try:
+            self._zk.ensure_path(posixpath.dirname(path))  # the parents stay open
+            for _ in range(5):
+                try:
+                    self._zk.create(path, data, acl=self._acl)  # None: kazoo's default, open
+                    return 0
+                except NodeExistsError:
+                    pass
+                if self._acl is not None:
+                    self._protect(path, data)
+                try:
+                    return int(self._zk.set(path, data).version)
+                except NoNodeError:
+                    continue  # deleted in between: make it
+        except NoAuthError:
+            raise RegistryNotAllowed(self._refusal("write the settings at", path)) from None
+        raise RegistryError(f"could not write {path}: it keeps changing under us")
 
     # -- consumers -------------------------------------------------------------------------------
 
@@ -604,6 +841,9 @@ class ZooKeeperRegistry(Registry):
         except TimeoutError:
             raise RegistryUnavailable(f"ZooKeeper at {self.hosts} did not answer within "
                                       f"{self.operation_timeout:g} s") from None
+        except NoAuthError:  # not unavailable: refused, and trying again changes nothing
+            raise RegistryNotAllowed(f"ZooKeeper at {self.hosts} refused: the node is protected "
+                                     f"with credentials this registry does not have") from None
         except (KazooException, KazooTimeoutError) as exc:
             raise RegistryUnavailable(clip(f"ZooKeeper at {self.hosts}: "
                                            f"{type(exc).__name__}: {exc}")) from None
@@ -626,6 +866,32 @@ class ZooKeeperRegistry(Registry):
             await self._call(self._zk.close)
         except RegistryError as exc:
             log.warning("closing the ZooKeeper session: %s", exc)
+
+
+def _is_open(acl: list[ACL]) -> bool:
+    """Whether anyone at all may do more than read the node (ZooKeeper's default ACL lets anyone
+    do everything)."""
+    return any(entry.id == ANYONE_ID_UNSAFE and entry.perms & ~Permissions.READ for entry in acl)
+
+
+class _HideCredentials(logging.Filter):
+    """Blanks the password in kazoo's log of the requests it sends.
+
+    kazoo logs each request at DEBUG level, its ``Auth`` request too, and that one holds
+    ``user:password`` in clear: a debug log would give the password to whoever reads the logs.
+    Added to kazoo's logger by every registry with credentials (once: a logger keeps a filter
+    once).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, Auth) for a in record.args):
+            record.args = tuple(
+                a._replace(auth=f"{a.auth.partition(':')[0]}:<hidden>") if isinstance(a, Auth)
+                else a for a in record.args)
+        return True
+
+
+_HIDE_CREDENTIALS: Final = _HideCredentials()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

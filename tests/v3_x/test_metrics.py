@@ -15,18 +15,21 @@ from stages.harness.threads import BackgroundServer
 from stages.v2_0.provider import UserApiImpl
 from stages.v2_0.user_stub import UserApi, UserNotFound
 from stages.v2_1 import Client as DirectClient
+from stages.v2_1.timer_stub import TimerApi
 from stages.v3_x import (
     BreakerConfig,
     CallPolicy,
     Client,
     ClientConfig,
+    RemoteError,
     RpcTimeoutError,
     Server,
     ServerConfig,
     StaticRegistry,
 )
 from stages.v3_x.incident import IncidentApi
-from stages.v3_x.metrics import OUTCOMES, ClientMetrics, outcome_of
+from stages.v3_x.metrics import OUTCOMES, ClientMetrics, ServerMetrics, outcome_of
+from stages.v3_x.server import UNKNOWN
 
 USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
 
@@ -129,3 +132,61 @@ def test_outcomes_are_a_bounded_set_whatever_the_error() -> None:
     errors = [None, RpcTimeoutError("x" * 10_000), UserNotFound(1), ValueError("any message"),
               KeyError("k")]
     assert {outcome_of(e) for e in errors} <= set(OUTCOMES)
+
+
+def test_the_client_state_is_read_at_each_scrape() -> None:
+    async def scenario() -> None:
+        with providers(2) as bgs:
+            keys = [f"{h}:{p}" for h, p in (bg.address for bg in bgs)]
+            metrics = ClientMetrics()
+            client = metrics.attach(Client(StaticRegistry(keys), ClientConfig()))
+            before = samples(metrics.text())
+            assert before[("rpc_client_connections_open", ())] == 0
+            for i in range(10):
+                await client.async_proxy(UserApi).get_user(1 + i)
+            after = samples(metrics.text())
+            assert after[("rpc_client_connections_open", ())] == 2
+            assert after[("rpc_client_providers", (("api", USERS),))] == 2
+            assert after[("rpc_client_settings_refused_total", ())] == 0
+            await client.aclose()
+            assert samples(metrics.text())[("rpc_client_connections_open", ())] == 0
+
+    run(scenario)
+
+
+def test_a_providers_counters_equal_the_calls_it_answered_and_names_stay_bounded() -> None:
+    async def scenario() -> None:
+        metrics = ServerMetrics()
+        with providers(1) as (bg,):
+            bg.call(lambda: metrics.attach(bg.server))
+            client = DirectClient(*bg.address)
+            users = client.async_proxy(UserApi)
+            for i in range(12):
+                await users.get_user(1 + i)
+            for _ in range(2):
+                with pytest.raises(UserNotFound):
+                    await users.get_user(0)
+            # An interface this provider does not serve: answered NOT_FOUND, and counted under
+            # "(unknown)", never under the name the client made up.
+            with pytest.raises(RemoteError):
+                await client.async_proxy(TimerApi).block(0.01)
+            snap = metrics.snapshot()
+            calls = snap["rpc_server_calls_total"]
+            assert calls[(USERS, "get_user", "ok")] == 12
+            assert sum(v for (api, _, status), v in calls.items()
+                       if api == USERS and status != "ok") == 2
+            assert calls[(UNKNOWN, UNKNOWN, "not_found")] == 1
+            assert snap["rpc_server_call_duration_seconds_count"][(USERS, "get_user")] == 14
+            assert snap["rpc_server_connections_open"][()] == 1
+            assert snap["rpc_server_refused_total"][("overloaded",)] == 0
+            host, port = metrics.serve(0)
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+                    served = samples(r.read())
+            finally:
+                metrics.close()
+            assert served[("rpc_server_calls_total", (
+                ("api", USERS), ("method", "get_user"), ("status", "ok")))] == 12
+            await client.aclose()
+
+    run(scenario)

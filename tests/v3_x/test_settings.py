@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 from support import run, run_stage, until
-from zk_support import Load, key, provider
+from zk_support import Load, key, provider, zk_client
 
 from stages.v2_0.user_stub import User, UserApi
 from stages.v3_x import CallPolicy, Client, ClientConfig, ZooKeeperRegistry
 from stages.v3_x.errors import ConfigError
-from stages.v3_x.registry import consumers_path
+from stages.v3_x.registry import consumers_path, providers_path
 from stages.v3_x.settings import ApiSettings, CallSettings, config_path
 
 USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
@@ -81,13 +81,8 @@ def test_many_entries_are_refused_before_anything_is_built() -> None:
 @pytest.fixture
 def zk(zk_chroot: str) -> Iterator[KazooClient]:
     """A ZooKeeper client in the test's own subtree, to write settings and read reports."""
-    client = KazooClient(hosts=zk_chroot)
-    client.start(10)
-    try:
+    with zk_client(zk_chroot) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def write(zk: KazooClient, document: object) -> int:
@@ -221,10 +216,10 @@ def test_the_config_command_checks_writes_reads_and_watches(zk_chroot: str, tmp_
     assert '"timeout": 1.5' in watched.stdout
 
 
-def test_every_consumer_reports_the_settings_version_it_applied(
+def test_every_consumer_and_provider_reports_the_settings_version_it_holds(
         zk_chroot: str, zk: KazooClient) -> None:
     async def scenario() -> None:
-        with provider(zk_chroot):
+        with provider(zk_chroot), provider(zk_chroot):
             async with consumer(zk_chroot) as first, consumer(zk_chroot) as second:
                 for client in (first, second):
                     await client.async_proxy(UserApi).get_user(1)
@@ -236,5 +231,13 @@ def test_every_consumer_reports_the_settings_version_it_applied(
                             for name in zk.get_children(consumers)]
 
                 await until(lambda: reported() == [version, version], 5, "both report it")
+                # The providers report it too, in their own entries.
+                providers = providers_path(USERS)
+
+                def held() -> list[object]:
+                    return [json.loads(zk.get(f"{providers}/{name}")[0])["settings_version"]
+                            for name in zk.get_children(providers)]
+
+                await until(lambda: held() == [version, version], 5, "both providers hold it")
 
     run(scenario, 60)
