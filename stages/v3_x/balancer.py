@@ -109,10 +109,13 @@ class Candidate:
     def started(self) -> None:
         self.active += 1
 
-    def finished(self, seconds: float) -> None:
+    def finished(self, seconds: float | None) -> None:
+        """A call ended after ``seconds``; None: its time says nothing of the provider (it
+        included opening the connection), and the latency estimate is left alone."""
         self.active -= 1
         self.calls += 1
-        self.latency.observe(seconds)
+        if seconds is not None:
+            self.latency.observe(seconds)
 
 
 class Balancer(abc.ABC):

@@ -48,6 +48,7 @@ from stages.v2_1.timer_stub import TimerApi, TimerImpl
 from stages.v3_x.balancer import STRATEGIES
 from stages.v3_x.client import Client
 from stages.v3_x.config import DEFAULT_BALANCER, ClientConfig, ServerConfig
+from stages.v3_x.demo import demo
 from stages.v3_x.errors import ConfigError, RpcError
 from stages.v3_x.incident import IncidentApi
 from stages.v3_x.metrics import ClientMetrics, ServerMetrics
@@ -184,65 +185,6 @@ def run_zookeeper() -> int:
 
 
 # -- demo --------------------------------------------------------------------------------------
-
-
-async def demo(given_zk: str | None) -> int:
-    with resolve_zookeeper(given_zk) as hosts:
-        print(f"registry: ZooKeeper at {hosts}")
-        # The consumer pings a silent provider every 0.2 s, so the providers allow it.
-        provider_args = ["--zk", hosts, "--min-ping-interval", "0.1", "--session-timeout", "4"]
-        providers = [ServerProcess("stages.v3_x", provider_args).start() for _ in range(3)]
-        try:
-            client = Client(ZooKeeperRegistry(hosts), ClientConfig(heartbeat_interval=0.2))
-            view = await client.view(UserApi.__rpc_api__.address)  # type: ignore[attr-defined]
-            await _until(lambda: len(view.candidates) == 3, 10)
-            print(f"consumer sees {len(view.candidates)} providers of UserApi: "
-                  f"{', '.join(sorted(view.candidates))}")
-            result = await call_users(client, 300)
-            print(f"300 calls, balanced by {client.balancer.name}: {result['per_provider']}, "
-                  f"{result['errors']} errors")
-
-            victim = providers[0]
-            victim_key = f"{victim.host}:{victim.port}"
-            victim.process.kill()  # type: ignore[union-attr]
-            start = time.monotonic()
-            result = await call_users(client, 300)
-            print(f"killed provider {victim_key}; 300 calls meanwhile: {result['per_provider']}, "
-                  f"{result['errors']} failed (those in flight on it when it died)")
-            await _until(lambda: victim_key not in view.candidates, 30)
-            print(f"its ZooKeeper session expired and its entry went away after "
-                  f"{time.monotonic() - start:.1f} s; the consumer had stopped using it before")
-
-            providers[0] = ServerProcess("stages.v3_x", provider_args).start()
-            await _until(lambda: len(view.candidates) == 3, 10)
-            print(f"a new provider registered; the consumer sees {len(view.candidates)} again")
-            result = await call_users(client, 300)
-            print(f"300 calls: {result['per_provider']}, {result['errors']} errors")
-
-            # A graceful stop under load: calls go on while the provider withdraws its entry,
-            # waits for the consumers to notice, and drains.
-            stopping = asyncio.ensure_future(asyncio.to_thread(providers[1].stop))  # SIGTERM
-            calls = failed = 0
-            while not stopping.done():
-                result = await call_users(client, 20)
-                calls += 20
-                failed += int(result["errors"])  # type: ignore[call-overload]
-            await stopping
-            print(f"stopped a provider gracefully while calls went on: {calls} calls, "
-                  f"{failed} failed")
-            await client.aclose()
-        finally:
-            for provider in providers:
-                provider.stop()
-    return 0
-
-
-async def _until(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 # -- bench -------------------------------------------------------------------------------------

@@ -395,6 +395,9 @@ class Client(v2_1.Client):
                     breaker.release(now)
                 raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
             chosen.started()
+            # A call that must open the connection first takes a handshake longer (a TLS one,
+            # several): its time would make the provider look slow to p2c for tens of seconds.
+            connected = self.endpoints[chosen.key].usable
             try:
                 frame = await self._send_to(view, chosen.key, request, remaining, call.method)
             except (ConnectionClosedError, RpcTimeoutError) as exc:
@@ -425,7 +428,7 @@ class Client(v2_1.Client):
                 continue  # refused without being run (going away, or overloaded)
             # An answer, even an exception the remote method raised, is a success for the
             # breaker and the outlier detector: the provider works.
-            self._finished(chosen, breaker, False, now)
+            self._finished(chosen, breaker, False, now, measured=connected)
             if self.outliers is not None:
                 self.outliers.answered(chosen.key, loop.time())
             return self.read_outcome(frame, call.serializer)
@@ -543,9 +546,9 @@ class Client(v2_1.Client):
         return candidates
 
     def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
-                  started: float) -> None:
+                  started: float, *, measured: bool = True) -> None:
         now = asyncio.get_running_loop().time()
-        chosen.finished(now - started)
+        chosen.finished(now - started if measured else None)
         if breaker is not None:
             breaker.on_result(failed, now - started, now)
 

@@ -8,17 +8,33 @@ import re
 from support import run_stage
 
 
-def test_demo_narrates_discovery_a_kill_a_restart_and_a_graceful_stop(zookeeper: str) -> None:
+def test_demo_tells_the_whole_v3_story(zookeeper: str) -> None:
     done = run_stage("v3_x", "demo", "--zk", zookeeper, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    # 3.0 and 3.1
     assert "consumer sees 3 providers of UserApi" in out
     assert re.search(r"300 calls, balanced by p2c: .*, 0 errors", out), out
+    # 3.2: a kill under failover costs no call; a graceful stop neither.
+    assert re.search(r"killed provider .*; 300 calls meanwhile, failover: .*, 0 failed", out), out
     assert re.search(r"its entry went away after \d+\.\d s", out), out
     assert "a new provider registered; the consumer sees 3 again" in out
     failed = re.search(r"stopped a provider gracefully while calls went on: (\d+) calls, (\d+) "
                        r"failed", out)
     assert failed is not None and int(failed.group(1)) > 0 and failed.group(2) == "0", out
+    # 3.3: the config center, monitoring, who may call.
+    applied = re.search(r"applied by the consumer (\d+) ms later", out)
+    assert applied is not None and int(applied.group(1)) < 1000, out
+    shares = re.search(r"500 calls: \{'([\d.:]+)': (\d+),.*\}, 0 failed \(([\d.:]+) has weight 800",
+                       out)
+    assert shares is not None and shares.group(1) == shares.group(3), out
+    assert int(shares.group(2)) > 250, out  # 800 of 1000 by weight: at least half, surely
+    assert "answered '(degraded)' by the fallback, 0 calls sent to providers" in out
+    assert re.search(r"a bad document \(timeout -3\) was refused: version 1 stays in force", out)
+    versions = re.search(r"every consumer and provider reports it: \[([\d, ]+)\]", out)
+    assert versions is not None and len(set(versions.group(1).split(", "))) == 1, out
+    assert re.search(r"a real Prometheus scrapes 4 targets; it counts \d+ calls", out), out
+    assert "without the token from the registry: refused, UNAUTHENTICATED" in out
 
 
 def test_bench_measures_v3_against_v2_1_in_one_run(zookeeper: str) -> None:
