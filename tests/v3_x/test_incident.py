@@ -23,6 +23,7 @@ from stages.v3_x import (
     CallPolicy,
     Client,
     ClientConfig,
+    PeakEwma,
     RemoteError,
     Server,
     ServerConfig,
@@ -263,6 +264,22 @@ def test_every_attempt_is_an_event_with_its_provider_and_outcome() -> None:
             assert {a.error for a in failed} == {"ConnectionClosedError"}
             assert all(a.api == USERS and a.method == "get_user" and a.seconds >= 0
                        for a in attempts)
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_the_time_of_a_call_that_opened_its_connection_is_not_a_latency_sample() -> None:
+    async def scenario() -> None:
+        with background_provider() as bg:
+            key = f"{bg.address[0]}:{bg.address[1]}"
+            client = Client(StaticRegistry([key]), ClientConfig())
+            users = client.async_proxy(UserApi)
+            await users.get_user(1)  # connects first: its time says nothing of the provider
+            candidate = client.views[USERS].candidates[key]
+            assert candidate.calls == 1 and candidate.latency.value == PeakEwma().value
+            await users.get_user(2)  # on the open connection: measured
+            assert candidate.calls == 2 and candidate.latency.value != PeakEwma().value
             await client.aclose()
 
     run(scenario)
