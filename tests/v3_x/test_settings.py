@@ -3,6 +3,7 @@ watching ZooKeeper, with the last good settings kept when a bad document is writ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -14,9 +15,11 @@ from kazoo.client import KazooClient
 from support import run, run_stage, until
 from zk_support import Load, key, provider, zk_client
 
+from stages.harness.zookeeper import expire_session
 from stages.v2_0.user_stub import User, UserApi
 from stages.v3_x import CallPolicy, Client, ClientConfig, ZooKeeperRegistry
 from stages.v3_x.errors import ConfigError
+from stages.v3_x.metrics import ClientMetrics
 from stages.v3_x.registry import consumers_path, providers_path
 from stages.v3_x.settings import ApiSettings, CallSettings, config_path
 
@@ -239,5 +242,35 @@ def test_every_consumer_and_provider_reports_the_settings_version_it_holds(
                             for name in zk.get_children(providers)]
 
                 await until(lambda: held() == [version, version], 5, "both providers hold it")
+
+    run(scenario, 60)
+
+
+def test_settings_and_metrics_survive_an_expired_session(zk_chroot: str, zk: KazooClient) -> None:
+    async def scenario() -> None:
+        with provider(zk_chroot):
+            async with consumer(zk_chroot) as client:
+                metrics = ClientMetrics()
+                metrics.attach(client)
+                users = client.async_proxy(UserApi)
+                for i in range(20):
+                    await users.get_user(1 + i)
+                before = write(zk, {"api": {"timeout": 1.5}})
+                await applied(client, before)
+                registry = client.registry
+                assert isinstance(registry, ZooKeeperRegistry)
+                await asyncio.to_thread(expire_session, registry.client, zk_chroot)
+                # A new session: the settings in force stay, the watch is set again (a write
+                # after the expiry is applied), and the counters go on from where they were.
+                assert client.settings[USERS].version == before
+                after = write(zk, {"api": {"timeout": 2.5}})
+                await applied(client, after)
+                assert client.settings[USERS].api.timeout == 2.5
+                for i in range(20):
+                    await users.get_user(1 + i)
+                calls = metrics.snapshot()["rpc_client_calls_total"]
+                assert calls[(USERS, "get_user", "ok")] == 40
+                lost = metrics.snapshot()["rpc_client_registry_state_changes_total"]
+                assert lost[("lost",)] >= 1
 
     run(scenario, 60)
