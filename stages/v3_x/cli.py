@@ -225,6 +225,28 @@ async def bench(given_zk: str | None, calls: int | None, as_json: bool) -> int:
     return 0
 
 
+async def bench_costs(given_zk: str | None, calls: int | None, rounds: int,
+                      as_json: bool) -> int:
+    """What TLS, the token and metrics cost, each against plain, in one run."""
+    from stages.harness.bench import run_length
+    from stages.v3_x.costs import measure_costs
+
+    n = calls or run_length(2000, 20000)
+    with resolve_zookeeper(given_zk) as hosts:
+        costs = await measure_costs(hosts, n, rounds)
+    if as_json:
+        print(json.dumps({"calls": n, "rounds": rounds,
+                          "costs": [cost.summary() for cost in costs]}, indent=2))
+        return 0
+    plain = costs[0]
+    print(f"64 in flight, {n} calls per run, medians of {rounds} interleaved rounds")
+    print(f"{'setting':<10} {'calls/s':>9} {'vs plain':>9} {'client µs':>10} {'provider µs':>12}")
+    for cost in costs:
+        print(f"{cost.name:<10} {cost.tps:>9.0f} {cost.tps / plain.tps:>9.2f} "
+              f"{cost.client_us:>10.1f} {cost.server_us:>12.1f}")
+    return 0
+
+
 # -- the config center -------------------------------------------------------------------------
 
 
@@ -343,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="measured calls per level (default: short, or long with "
                            "RPC_BENCH=full)")
     bench_cmd.add_argument("--json", action="store_true")
+    bench_cmd.add_argument("--costs", action="store_true",
+                           help="what TLS, the token and metrics cost (v3.3), instead")
+    bench_cmd.add_argument("--rounds", type=int, default=3, help="--costs: interleaved rounds")
     return parser
 
 
@@ -453,6 +478,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "zookeeper":
         return run_zookeeper()
     if args.command == "bench":
+        if args.costs:
+            return asyncio.run(bench_costs(args.zk, args.calls, args.rounds, args.json))
         return asyncio.run(bench(args.zk, args.calls, args.json))
     raise AssertionError(args.command)
 

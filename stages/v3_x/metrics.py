@@ -111,6 +111,23 @@ def outcome_of(error: BaseException | None) -> str:
     return "remote_error"  # an exception the remote method raised, rebuilt here
 
 
+class _Children:
+    """A labelled metric's children, each looked up once: ``metric.labels(...)`` takes a lock and
+    builds its key at every call (1.1 µs of the 1.7 µs a labelled counter's increment costs
+    here, measured with ``timeit``), and a call updates four of them. The label values are
+    bounded (see above), and so is this cache."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 class _Metrics:
     """Metrics in a ``prometheus_client`` registry of their own, and the ways to read them."""
 
@@ -172,6 +189,9 @@ class ClientMetrics(_Metrics):
                                  registry=r)
         self.clients: list[Client] = []
         r.register(_ClientState(self.clients))
+        # What every call updates, looked up once per label values (see _Children).
+        self._in_flight, self._duration = _Children(self.in_flight), _Children(self.duration)
+        self._calls, self._attempts = _Children(self.calls), _Children(self.attempts)
 
     def attach(self, client: Client) -> Client:
         """Subscribe to a client's events (its interceptor chain gets one more, outermost), and
@@ -188,7 +208,7 @@ class ClientMetrics(_Metrics):
 
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         api, method = call.spec.address, call.method
-        gauge = self.in_flight.labels(api)
+        gauge = self._in_flight(api)
         gauge.inc()
         started = time.perf_counter()
         error: BaseException | None = None
@@ -199,11 +219,11 @@ class ClientMetrics(_Metrics):
             raise
         finally:
             gauge.dec()
-            self.duration.labels(api, method).observe(time.perf_counter() - started)
-            self.calls.labels(api, method, outcome_of(error)).inc()
+            self._duration(api, method).observe(time.perf_counter() - started)
+            self._calls(api, method, outcome_of(error)).inc()
 
     def on_attempt(self, attempt: Attempt) -> None:
-        self.attempts.labels(attempt.api, attempt.provider,
+        self._attempts(attempt.api, attempt.provider,
                              _ATTEMPT_OUTCOMES.get(attempt.error, "other")).inc()
 
     def on_transition(self, event: Transition) -> None:
@@ -229,6 +249,7 @@ class ServerMetrics(_Metrics):
                                   ["api", "method"], buckets=BUCKETS, registry=r)
         self.servers: list[Server] = []
         r.register(_ServerState(self.servers))
+        self._calls, self._duration = _Children(self.calls), _Children(self.duration)
 
     def attach(self, server: Server) -> Server:
         """Subscribe to a server's answered calls, and read its state at each scrape."""
@@ -237,8 +258,8 @@ class ServerMetrics(_Metrics):
         return server
 
     def on_served(self, served: Served) -> None:
-        self.calls.labels(served.api, served.method, served.status.name.lower()).inc()
-        self.duration.labels(served.api, served.method).observe(served.seconds)
+        self._calls(served.api, served.method, served.status.name.lower()).inc()
+        self._duration(served.api, served.method).observe(served.seconds)
 
 
 # -- states, read when Prometheus scrapes -------------------------------------------------------
