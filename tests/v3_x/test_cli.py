@@ -46,6 +46,15 @@ def test_bench_measures_v3_against_v2_1_in_one_run(zookeeper: str) -> None:
     assert 0 < result["tps_64_ratio_v3_over_v21"] < 5
 
 
+def test_bench_costs_measures_each_guard_against_plain(zookeeper: str) -> None:
+    done = run_stage("v3_x", "bench", "--costs", "--zk", zookeeper, "--calls", "300",
+                     "--rounds", "1", "--json", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    costs = json.loads(done.stdout)["costs"]
+    assert [c["setting"] for c in costs] == ["plain", "metrics", "token", "TLS", "all three"]
+    assert all(c["tps"] > 0 and c["client_cpu_us"] > 0 and c["server_cpu_us"] > 0 for c in costs)
+
+
 def test_the_zookeeper_command_serves_until_ctrl_c_and_leaves_nothing_behind() -> None:
     import signal
     import socket
