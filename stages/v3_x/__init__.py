@@ -1,6 +1,6 @@
 """v3.x: governance on ZooKeeper. 3.0 registration and discovery; 3.1 client-side balancing;
-3.2 (in progress) fault tolerance: call policies, circuit breakers, a retry budget, outlier
-detection.
+3.2 fault tolerance: call policies, circuit breakers, a retry budget, outlier detection; 3.3 a
+config center with hot update, monitoring, and who may call and register.
 
 What changed since v2.1, module by module:
 
@@ -20,12 +20,17 @@ What changed since v2.1, module by module:
   start, or stops, work nobody waits for;
 * :mod:`~stages.v3_x.incident` (new, 3.2): incidents staged on a provider on command (fail,
   slow, freeze), to watch the above at work; the server's per-API cap answers "overloaded";
-* :mod:`~stages.v3_x.settings` (new, 3.3, in progress): the config center's settings per API and
-  method (timeout, mode, retries, forced degradation, balancer, provider weights and on/off),
-  checked whole and applied live by consumers watching ZooKeeper;
-* :mod:`~stages.v3_x.metrics` (new, 3.3, in progress): a consumer's calls, errors by kind,
-  latency, attempts per provider, breaker states and ejections, collected from its events, in
-  the Prometheus text format;
+* :mod:`~stages.v3_x.settings` (new, 3.3): the config center's settings per API and method
+  (timeout, mode, retries, forced degradation, balancer, provider weights and on/off), checked
+  whole and applied live by consumers (and reported by providers) watching ZooKeeper;
+* :mod:`~stages.v3_x.metrics` (new, 3.3): consumers' and providers' calls, errors by kind,
+  latency, attempts per provider, breaker states, ejections, connections, settings versions,
+  collected from their events, in the Prometheus text format;
+* :mod:`~stages.v3_x.security` (new, 3.3): TLS (mutual if asked) on every connection, and a
+  provider's token that only consumers who read the registry can show; the registry's own
+  protection, ZooKeeper digest ACLs, is in :mod:`~stages.v3_x.registry`;
+* :mod:`~stages.v3_x.demo`, :mod:`~stages.v3_x.costs` (new, 3.3): the whole story in one command,
+  and what TLS, the token and metrics cost;
 * :mod:`~stages.v3_x.config`, :mod:`~stages.v3_x.errors`: v2.1's, plus weight, balancer, breaker
   settings, and the registry's and the breaker's errors.
 
@@ -70,7 +75,7 @@ from stages.v3_x.security import TlsConfig
 from stages.v3_x.server import Server
 from stages.v3_x.settings import ApiSettings, CallSettings, ProviderSettings
 
-STAGE = "3.2"
+STAGE = "3.3"
 
 __all__ = [
     "STAGE", "PROTOCOL_VERSION", "Call", "Interceptor",
