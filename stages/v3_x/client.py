@@ -210,12 +210,13 @@ class Client(v2_1.Client):
         view = View(api_address)
         await self.registry.watch(api_address, lambda providers: self._update(view, providers))
         self.views[api_address] = view
-        await self.registry.watch_config(
-            api_address, lambda data, version: self._on_settings(api_address, data, version))
+        # The consumer's entry first: applying the settings writes their version into it.
         try:
             await self.registry.register_consumer(api_address)
         except Exception as exc:  # only for operators: a failure here stops no call
             log.info("could not register as a consumer of %s: %s", api_address, exc)
+        await self.registry.watch_config(
+            api_address, lambda data, version: self._on_settings(api_address, data, version))
         return view
 
     def _update(self, view: View, providers: Mapping[str, ProviderInfo]) -> None:

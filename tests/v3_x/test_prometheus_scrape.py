@@ -39,44 +39,52 @@ def test_prometheus_scrapes_providers_and_a_consumer_and_agrees_with_the_calls(
             host, port = metrics.serve(0)
             targets = [one.metrics_address, two.metrics_address, f"{host}:{port}"]
             assert None not in targets
-            with LocalPrometheus(targets, scrape_interval=0.5) as prometheus:  # type: ignore[arg-type]
-                prometheus.wait_for_targets_up(3, timeout=30)
-                users = client.async_proxy(UserApi)
-                seconds = []
-                # In two halves, with a scrape between them: a rate needs a counter that grew
-                # between two scrapes (a series first seen at its final value has rate 0).
-                for i in range(CALLS):
-                    if i == CALLS // 2:
-                        total(prometheus, 'sum(rpc_client_calls_total{outcome="ok"})', i)
-                    started = time.perf_counter()
-                    await users.get_user(1 + i)
-                    seconds.append(time.perf_counter() - started)
-                for _ in range(MISSING):
-                    with pytest.raises(UserNotFound):
-                        await users.get_user(0)
-                # Counts: the consumer's by outcome, the providers' summed over both.
-                assert total(prometheus, 'sum(rpc_client_calls_total{outcome="ok"})',
-                             CALLS) == CALLS
-                assert total(prometheus, 'sum(rpc_client_calls_total{outcome="remote_error"})',
-                             MISSING) == MISSING
-                assert total(prometheus, 'sum(rpc_server_calls_total{method="get_user"})',
-                             CALLS + MISSING) == CALLS + MISSING
-                per_provider = prometheus.query(
-                    'sum by (instance) (rpc_server_calls_total{status="ok"})')
-                assert len(per_provider) == 2 and sum(map(sample_value, per_provider)) == CALLS
-                # A rate over the last minute: calls were made between scrapes, so it is above zero.
-                rate = prometheus.query('sum(rate(rpc_server_calls_total[1m]))')
-                assert rate and sample_value(rate[0]) > 0
-                # The median from the histogram's buckets lies in the bucket of the median the
-                # test measured itself (Prometheus interpolates inside a bucket).
-                quantile = prometheus.query('histogram_quantile(0.5, sum by (le) '
-                                            '(rpc_client_call_duration_seconds_bucket))')
-                median = statistics.median(seconds)
-                i = bisect.bisect_left(BUCKETS, median)
-                low, high = (BUCKETS[i - 1] if i else 0.0), BUCKETS[i]
-                estimate = sample_value(quantile[0])
-                assert low * 0.5 <= estimate <= high * 1.5, (estimate, median, low, high)
-            await client.aclose()
-            metrics.close()
+            try:
+                await scrape_and_check(targets, client)  # type: ignore[arg-type]
+            finally:  # even when a check fails: no ZooKeeper session or HTTP thread left behind
+                await client.aclose()
+                metrics.close()
 
     run(scenario, 120)
+
+
+async def scrape_and_check(targets: list[str], client: Client) -> None:
+    with LocalPrometheus(targets, scrape_interval=0.5) as prometheus:
+        prometheus.wait_for_targets_up(3, timeout=30)
+        users = client.async_proxy(UserApi)
+        seconds = []
+        # In two halves, with a scrape between them: a rate needs a counter that grew
+        # between two scrapes (a series first seen at its final value has rate 0).
+        for i in range(CALLS):
+            if i == CALLS // 2:
+                total(prometheus, 'sum(rpc_client_calls_total{outcome="ok"})', i)
+            started = time.perf_counter()
+            await users.get_user(1 + i)
+            seconds.append(time.perf_counter() - started)
+        for _ in range(MISSING):
+            with pytest.raises(UserNotFound):
+                await users.get_user(0)
+        # Counts: the consumer's by outcome, the providers' summed over both.
+        assert total(prometheus, 'sum(rpc_client_calls_total{outcome="ok"})',
+                     CALLS) == CALLS
+        assert total(prometheus, 'sum(rpc_client_calls_total{outcome="remote_error"})',
+                     MISSING) == MISSING
+        assert total(prometheus, 'sum(rpc_server_calls_total{method="get_user"})',
+                     CALLS + MISSING) == CALLS + MISSING
+        per_provider = prometheus.query(
+            'sum by (instance) (rpc_server_calls_total{status="ok"})')
+        assert len(per_provider) == 2 and sum(map(sample_value, per_provider)) == CALLS
+        # A rate over the last minute: calls were made between scrapes, so it is above zero.
+        rate = prometheus.query('sum(rate(rpc_server_calls_total[1m]))')
+        assert rate and sample_value(rate[0]) > 0
+        # The median from the histogram's buckets lies in the bucket of the median the
+        # test measured itself, or a neighbour: Prometheus interpolates inside a bucket, and the
+        # consumer's timer runs inside the test's, so its times are a little shorter.
+        quantile = prometheus.query('histogram_quantile(0.5, sum by (le) '
+                                    '(rpc_client_call_duration_seconds_bucket))')
+        median = statistics.median(seconds)
+        i = bisect.bisect_left(BUCKETS, median)
+        low = BUCKETS[i - 2] if i >= 2 else 0.0
+        high = BUCKETS[min(i + 1, len(BUCKETS) - 1)]
+        estimate = sample_value(quantile[0])
+        assert low <= estimate <= high, (estimate, median, low, high)

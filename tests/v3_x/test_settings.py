@@ -274,3 +274,22 @@ def test_settings_and_metrics_survive_an_expired_session(zk_chroot: str, zk: Kaz
                 assert lost[("lost",)] >= 1
 
     run(scenario, 60)
+
+
+def test_a_consumer_that_starts_after_the_settings_reports_their_version(
+        zk_chroot: str, zk: KazooClient) -> None:
+    async def scenario() -> None:
+        with provider(zk_chroot):
+            version = write(zk, {"api": {"retries": 1}})
+            async with consumer(zk_chroot) as client:
+                await client.async_proxy(UserApi).get_user(1)
+                await applied(client, version)
+                consumers = consumers_path(USERS)
+
+                def reported() -> list[object]:
+                    return [json.loads(zk.get(f"{consumers}/{name}")[0]).get("settings_version")
+                            for name in zk.get_children(consumers)]
+
+                await until(lambda: reported() == [version], 5, "its entry reports it")
+
+    run(scenario, 60)
