@@ -106,3 +106,18 @@ class Notebook:
 
 def all_notebooks() -> list[str]:
     return sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+def assert_exercises(notebook: Notebook, reference: str, *, count: range = range(2, 4)) -> None:
+    """2 or 3 exercises, each a cell to fill holding a marked reference answer, then a cell that
+    checks it (and holds no reference answer of its own)."""
+    exercises = notebook.exercises()
+    assert len(exercises) in count, len(exercises)
+    for stub, check in exercises:
+        assert reference in stub and reference not in check and "assert " in check, stub[:200]
+
+
+def assert_only_loopback(notebook: Notebook) -> None:
+    """The only address the notebook names is 127.0.0.1."""
+    assert set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", notebook.text)) <= {"127.0.0.1"}
+    assert "localhost" not in notebook.text

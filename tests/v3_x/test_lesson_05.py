@@ -22,7 +22,7 @@ import pytest
 
 import stages.v3_x as v3_x
 from stages.v3_x.balancer import Candidate, LeastActiveBalancer, _hash
-from tests.notebook_rules import IGNORE, Notebook
+from tests.notebook_rules import IGNORE, Notebook, assert_exercises, assert_only_loopback
 
 REFERENCE = "Reference answer: replace this with your own."
 NAMESPACE = {"math": math, "random": random, "collections": collections, "itertools": itertools,
@@ -52,10 +52,7 @@ def test_the_lesson_is_v3_1s_and_its_measurements_are_marked_as_varying(
 
 
 def test_exercises_have_a_cell_to_fill_and_a_checking_cell(notebook: Notebook) -> None:
-    exercises = notebook.exercises()
-    assert 2 <= len(exercises) <= 3
-    for stub, check in exercises:
-        assert REFERENCE in stub and REFERENCE not in check and "assert " in check
+    assert_exercises(notebook, REFERENCE)
 
 
 # -- what must never be in it ------------------------------------------------------------------
@@ -67,8 +64,7 @@ def test_randomness_is_seeded_and_only_loopback_is_named(notebook: Notebook) -> 
     assert not re.search(r"random\.Random\(\s*\)", text), "an unseeded random.Random()"
     assert not re.search(r"\brandom\.(random|choice|choices|randrange|randint|sample|shuffle)\(",
                          text), "the module-level random source is not seeded"
-    assert set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", notebook.text)) == {"127.0.0.1"}
-    assert "localhost" not in notebook.text
+    assert_only_loopback(notebook)
 
 
 def test_the_core_code_is_shown_from_the_package_never_pasted(notebook: Notebook) -> None:

@@ -7,12 +7,10 @@ names only loopback, and it shows the core code from the package instead of past
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 import stages.v3_x as v3_x
-from tests.notebook_rules import Notebook
+from tests.notebook_rules import Notebook, assert_exercises, assert_only_loopback
 
 REFERENCE = "Reference answer"
 
@@ -28,15 +26,11 @@ def test_the_lesson_is_v3_2s_with_four_figures(notebook: Notebook) -> None:
 
 
 def test_exercises_have_a_cell_to_fill_and_a_checking_cell(notebook: Notebook) -> None:
-    exercises = notebook.exercises()
-    assert 2 <= len(exercises) <= 3
-    for stub, check in exercises:
-        assert REFERENCE in stub and "assert " in check
+    assert_exercises(notebook, REFERENCE)
 
 
 def test_only_loopback_is_named(notebook: Notebook) -> None:
-    assert set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", notebook.text)) <= {"127.0.0.1"}
-    assert "localhost" not in notebook.text
+    assert_only_loopback(notebook)
 
 
 def test_the_core_code_is_shown_from_the_package_never_pasted(notebook: Notebook) -> None:

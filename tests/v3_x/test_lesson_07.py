@@ -21,7 +21,7 @@ import pytest
 import stages.v3_x as v3_x
 from stages.v3_x.metrics import BUCKETS, ClientMetrics, ServerMetrics
 from stages.v3_x.server import ProviderConnection
-from tests.notebook_rules import IGNORE, Notebook
+from tests.notebook_rules import IGNORE, Notebook, assert_exercises, assert_only_loopback
 
 REFERENCE = "Reference answer"
 
@@ -50,18 +50,14 @@ def test_the_lesson_is_v3_3s_and_its_measurements_are_marked_as_varying(
 
 
 def test_exercises_have_a_cell_to_fill_and_a_checking_cell(notebook: Notebook) -> None:
-    exercises = notebook.exercises()
-    assert 2 <= len(exercises) <= 3
-    for stub, check in exercises:
-        assert REFERENCE in stub and REFERENCE not in check and "assert " in check
+    assert_exercises(notebook, REFERENCE)
 
 
 # -- what it runs against, and what must never be in it ----------------------------------------
 
 
 def test_only_loopback_is_named(notebook: Notebook) -> None:
-    assert set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", notebook.text)) <= {"127.0.0.1"}
-    assert "localhost" not in notebook.text
+    assert_only_loopback(notebook)
 
 
 def test_the_bench_is_real_and_the_last_cell_stops_it(notebook: Notebook) -> None:
