@@ -2,7 +2,8 @@
 twenty seconds, against a real ZooKeeper (a local one unless ``--zk`` names yours).
 
 3.0: providers register and a consumer finds them. 3.1: a balancer spreads the calls. 3.2: a
-provider dies under load and no call fails; a graceful stop loses nothing. 3.3: the config
+provider dies under load and no call fails; a graceful stop loses nothing; a frozen provider's
+circuit breaker opens, and closes once it answers again. 3.3: the config
 center shifts traffic, degrades a method and refuses a bad document while calls go on; every
 instance reports the settings version it holds; Prometheus scrapes the metrics; and a client
 that did not come through the registry is refused.
@@ -20,6 +21,7 @@ from stages.harness.prometheus import LocalPrometheus, prometheus_available, sam
 from stages.harness.zookeeper import resolve_zookeeper
 from stages.v2_0.user_stub import User, UserApi
 from stages.v2_1 import client as v2_1_client
+from stages.v3_x.breaker import BreakerConfig, State, Transition
 from stages.v3_x.client import Client
 from stages.v3_x.config import ClientConfig
 from stages.v3_x.errors import RemoteError, RpcError
@@ -126,6 +128,7 @@ async def story(hosts: str, client: Client, registry: ZooKeeperRegistry, metrics
     print(f"stopped a provider gracefully while calls went on: {made} calls, {failed} failed")
     providers[1] = ServerProcess("stages.v3_x", provider_args(hosts)).start()
     await until(lambda: len(view.candidates) == 3, 10)
+    await breakers(hosts, providers[2])
 
     print("\n== 3.3 config center")
     keys = sorted(view.candidates)
@@ -182,6 +185,38 @@ async def story(hosts: str, client: Client, registry: ZooKeeperRegistry, metrics
               f"the token from the registry: refused, {exc.status.name}")
     finally:
         await direct.aclose()
+
+
+async def breakers(hosts: str, frozen: ServerProcess) -> None:
+    """A consumer with circuit breakers (and no outlier detection, which would set the provider
+    aside first): a frozen provider's breaker opens, and closes again once it answers."""
+    client = Client(ZooKeeperRegistry(hosts), ClientConfig(
+        heartbeat_interval=0.2, timeout=0.3, balancer="round_robin", outlier=None,
+        breaker=BreakerConfig(window_size=4, minimum_calls=2, wait_duration=1.0)))
+    client.set_policy(UserApi, CallPolicy(mode="failover", idempotent=True))
+    changes: list[Transition] = []
+    client.breaker_listeners.append(changes.append)
+    key = f"{frozen.host}:{frozen.port}"
+    try:
+        view = await client.view(USERS)
+        await until(lambda: len(view.candidates) == 3, 10)
+        calls = Calls(client)
+        await calls.run(6)
+        frozen.pause()
+        shares, failed = await calls.run(30)
+        print(f"froze provider {key} (SIGSTOP); a consumer with circuit breakers, round robin, "
+              f"0.3 s timeout, failover: 30 calls {shares}, {failed} failed (a call that waits "
+              f"out its deadline on the frozen provider has no time left to go elsewhere); once "
+              f"its breaker opened, calls skipped it")
+        frozen.resume()
+        while not (changes and changes[-1].new is State.CLOSED):
+            await calls.run(5)
+        print("its breaker for get_user went " + " -> ".join(
+            [changes[0].old.value] + [f"{c.new.value} ({c.reason})" for c in changes
+                                      if c.name.startswith(key)]))
+    finally:
+        frozen.resume()
+        await client.aclose()
 
 
 def reported(registry: ZooKeeperRegistry) -> list[int]:

@@ -22,6 +22,10 @@ def test_demo_tells_the_whole_v3_story(zookeeper: str) -> None:
     failed = re.search(r"stopped a provider gracefully while calls went on: (\d+) calls, (\d+) "
                        r"failed", out)
     assert failed is not None and int(failed.group(1)) > 0 and failed.group(2) == "0", out
+    opened = re.search(r"froze provider ([\d.:]+) .*: 30 calls \{.*\}, (\d+) failed", out)
+    assert opened is not None and int(opened.group(2)) <= 3, out  # those before the breaker
+    assert re.search(r"its breaker for get_user went closed -> open \(.*\) -> half_open .* -> "
+                     r"closed", out), out
     # 3.3: the config center, monitoring, who may call.
     applied = re.search(r"applied by the consumer (\d+) ms later", out)
     assert applied is not None and int(applied.group(1)) < 1000, out
