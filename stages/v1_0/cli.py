@@ -87,11 +87,19 @@ async def serve_until_signalled(server: Server) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    try:
+        await server.start()
+    except OSError as exc:  # the port is taken, or not ours to take: say so, not a traceback
+        where = f"{server.config.host}:{server.config.port}"
+        raise SystemExit(f"error: cannot listen on {where}: {exc.strerror or exc} (another "
+                         "server there? give another --port, or --port 0 for a free one)") from None
+    try:
         host, port = server.address
         print(f"listening on {host}:{port}", flush=True)
         await stop.wait()
         print("shutting down", flush=True)
+    finally:
+        await server.aclose()
 
 
 def print_bench(curves: dict[str, dict[int, BenchResult]], *, as_json: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 from support import run_stage
 
@@ -41,3 +42,16 @@ def test_bench_reports_json_figures() -> None:
     for rows in figures.values():
         assert [r["concurrency"] for r in rows] == [1, 4, 16, 64]
         assert all(r["errors"] == 0 and r["calls"] == 50 and r["tps"] > 0 for r in rows)
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for stage in ("v1_0", "v2_1"):  # every stage's server command shares this
+            done = run_stage(stage, "server", "--port", str(port), timeout=60)
+            assert done.returncode == 1, done.stderr
+            assert f"error: cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert "address already in use" in done.stderr and "--port 0" in done.stderr
+            assert "Traceback" not in done.stderr
