@@ -25,7 +25,14 @@ from stages.v2_0.user_stub import UserApi
 from stages.v2_1 import Client, ClientConfig, ConnectionClosedError, Frame, FrameType
 from stages.v2_1.client import ClientConnection, Endpoint, check_timeout
 from stages.v2_1.errors import ConfigError, RpcTimeoutError
-from stages.v2_1.protocol import PONG_FRAME, FrameCodec, GoAway, goaway_frame
+from stages.v2_1.protocol import (
+    PING_FRAME,
+    PONG_FRAME,
+    FrameCodec,
+    GoAway,
+    encode_frame,
+    goaway_frame,
+)
 
 USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
 
@@ -203,3 +210,102 @@ def test_calls_failed_by_a_close_each_get_the_reason_and_who_closed() -> None:
 def test_a_connection_made_by_hand_is_a_client_connection() -> None:
     # The protocol class the endpoint builds is the one these tests poke at.
     assert issubclass(ClientConnection, asyncio.BufferedProtocol)
+
+
+# -- what the peer says: GOAWAY, PING, silence, hanging up ---------------------------------------
+
+
+def test_goaway_with_an_unreadable_reason_is_a_shutdown_and_an_idle_client_closes_saying_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with silent_peer() as (peer, address):
+            conn = await Endpoint(address, ClientConfig()).connect()
+            await until(lambda: peer.writers, 5, "connected")
+            peer.say(encode_frame(Frame(FrameType.GOAWAY, 0, b"\xff\xfe")))
+            await asyncio.wait_for(conn.closed, 5)  # nothing owed: closed at once
+            assert conn.goaway is GoAway.SHUTDOWN
+            # A call that waited for its answer, then GOAWAY: closed once it is answered.
+            conn = await Endpoint(address, ClientConfig()).connect()
+            call = conn.send(7, conn.codec.encode(request(7)), 5)
+            await until(lambda: len(peer.writers) == 2 and peer.requests, 5, "request arrived")
+            with caplog.at_level(logging.INFO, logger="stages.v2_1.client"):
+                peer.say(goaway_frame(GoAway.IDLE))
+                peer.say(encode_frame(Frame(FrameType.RESPONSE, 7, b"", codec=2, status=3)))
+                await asyncio.gather(call, return_exceptions=True)
+                await asyncio.wait_for(conn.closed, 5)
+            assert f"{conn.where} sent GOAWAY idle" in caplog.text
+            conn.close()
+
+    run(scenario)
+
+
+def test_the_reason_a_closed_connection_gives_its_calls() -> None:
+    async def scenario() -> None:
+        async with silent_peer() as (peer, address):
+            conn = await Endpoint(address, ClientConfig()).connect()
+            call = conn.send(1, conn.codec.encode(request(1)), 5)
+            await until(lambda: peer.requests, 5, "request arrived")
+            for writer in peer.writers:
+                writer.close()  # the server closes cleanly: no error, "closed by server"
+            [error] = await asyncio.gather(call, return_exceptions=True)
+            assert isinstance(error, ConnectionClosedError)
+            assert str(error) == f"connection to {conn.where} lost (closed by server)"
+
+    run(scenario)
+
+
+def test_a_servers_ping_is_answered() -> None:
+    async def scenario() -> None:
+        pongs: list[Frame] = []
+
+        async def pinging(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(PING_FRAME)
+            codec = FrameCodec()
+            while not pongs and (data := await reader.read(65536)):
+                codec.feed(data)
+                pongs.extend(f for f in codec.frames() if f.type == FrameType.PONG)
+            writer.transport.abort()
+
+        server = await asyncio.start_server(pinging, "127.0.0.1", 0)
+        async with server:
+            conn = await Endpoint(server.sockets[0].getsockname()[:2], ClientConfig()).connect()
+            await until(lambda: pongs, 5, "the client answered PONG")
+            conn.close()
+
+    run(scenario)
+
+
+def test_a_silent_peer_is_closed_as_dead_and_says_after_how_long() -> None:
+    async def scenario() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # reads, never answers, not even a PING
+            writer.transport.abort()
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        async with server:
+            config = ClientConfig(heartbeat_interval=0.05)
+            conn = await Endpoint(server.sockets[0].getsockname()[:2], config).connect()
+            call = conn.send(1, conn.codec.encode(request(1)), 30)
+            [error] = await asyncio.gather(call, return_exceptions=True)
+            idle = config.idle  # with the configured interval, the idle timeout is the config's
+            assert isinstance(error, ConnectionClosedError)
+            assert str(error) == (f"{conn.where} sent nothing for {idle:.3g} s (heartbeat idle "
+                                  "timeout): connection closed as dead")
+
+    run(scenario)
+
+
+def test_too_many_pings_doubles_the_interval_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with silent_peer() as (peer, address):
+            endpoint = Endpoint(address, ClientConfig(heartbeat_interval=0.5))
+            conn = await endpoint.connect()
+            await until(lambda: peer.writers, 5, "connected")
+            with caplog.at_level(logging.WARNING, logger="stages.v2_1.client"):
+                peer.say(goaway_frame(GoAway.TOO_MANY_PINGS))
+                await asyncio.wait_for(conn.closed, 5)
+            assert endpoint.heartbeat_interval == 1.0
+            assert f"{endpoint.where}: too many pings; heartbeat interval raised to 1 s" \
+                in caplog.text
+
+    run(scenario)
