@@ -50,7 +50,8 @@ lab-check: setup
 	RPC_LAB_CHECK=1 $(BIN)/python -m pytest -q tests/browser
 
 bench: setup
-	$(BIN)/python -m stages bench
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-bench.lock
+	$(BIN)/python -m benchmarks
 
 # Mutation testing of the core modules (codec, heartbeat, serializers, v2.1 client and server):
 # mutmut, configured in pyproject.toml [tool.mutmut], changes the code in small ways and checks

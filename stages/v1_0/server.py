@@ -31,7 +31,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from stages.v1_0.config import ServerConfig
 from stages.v1_0.errors import (
@@ -274,7 +274,8 @@ class ServerConnection(asyncio.Protocol):
         self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        transport = cast(asyncio.Transport, transport)
         refusal = self.server.refusal(transport.get_extra_info("peername"))
         if refusal is not None:
             transport.write(self.server.encode_answer(self.codec, refusal))

@@ -209,7 +209,8 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
     # -- asyncio callbacks -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         now = self._loop.time()
         self._heartbeat.on_read(now)

@@ -68,7 +68,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import CoroutineType
-from typing import Any
+from typing import Any, cast
 
 from stages.v2_0 import server as v2_0
 from stages.v2_0.api import api_spec
@@ -302,7 +302,8 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
     # -- asyncio callbacks ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        transport = cast(asyncio.Transport, transport)
         refusal = self.server.refusal(transport.get_extra_info("peername"))
         if refusal is not None:  # max_connections are open already
             transport.write(self.server.encode_answer(self.codec, refusal))

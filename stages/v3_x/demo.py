@@ -31,7 +31,7 @@ from stages.v3_x.registry import ZooKeeperRegistry, consumers_path, providers_pa
 
 __all__ = ["demo"]
 
-USERS = UserApi.__rpc_api__.address
+USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
 
 
 async def until(predicate: Callable[[], bool], timeout: float) -> None:

@@ -41,7 +41,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 from stages.harness.lifecycle import AsyncClosing, AsyncService
 from stages.harness.peers import run_server_command
@@ -122,7 +122,8 @@ class EchoServerProtocol(asyncio.Protocol):
         """Resolved when the connection is gone (the socket is closed)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._connections.add(self)
 
@@ -253,7 +254,8 @@ class _EchoClientProtocol(asyncio.Protocol):
         self.closing_by_us = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
