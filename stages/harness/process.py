@@ -15,14 +15,18 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from typing import IO
 
 from stages.harness.lifecycle import Service
 
 __all__ = ["ServerProcess", "READY_LINE", "cpu_seconds"]
 
 READY_LINE = re.compile(r"listening on (?P<host>[^\s:]+):(?P<port>\d+)")
+#: Lines of a child's output kept (the first ones: its start and its address).
+MAX_OUTPUT_LINES = 10_000
 #: What a v3.3 server prints before it listens when asked to serve its metrics.
 METRICS_LINE = re.compile(r"metrics on http://(?P<host>[^\s:/]+):(?P<port>\d+)/metrics")
 
@@ -76,6 +80,7 @@ class ServerProcess(Service):
         self.host = ""
         self.port = 0
         self.output: list[str] = []
+        self._reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -124,7 +129,19 @@ class ServerProcess(Service):
             self.output.append(line)
             if match := READY_LINE.search(line):
                 self.host, self.port = match["host"], int(match["port"])
+                # Keep reading: a child that writes more than a pipe holds (64 KiB) would
+                # otherwise block on its next write, in the middle of serving.
+                self._reader = threading.Thread(target=self._keep_reading,
+                                                args=(self.process.stdout,), daemon=True,
+                                                name=f"output of {self.host}:{self.port}")
+                self._reader.start()
                 return self
+
+    def _keep_reading(self, stdout: IO[str]) -> None:
+        """Read the child's output until it ends; keep the first ``MAX_OUTPUT_LINES`` lines."""
+        for line in stdout:
+            if len(self.output) < MAX_OUTPUT_LINES:
+                self.output.append(line)
 
     def send_signal(self, signum: int) -> None:
         """Send a signal to the child (SIGSTOP, SIGCONT, SIGKILL...)."""
@@ -158,7 +175,13 @@ class ServerProcess(Service):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stdout is not None and not proc.stdout.closed:
+        if self._reader is not None:
+            self._reader.join(5.0)  # the child is gone: its output ends
+        elif proc.stdout is not None and not proc.stdout.closed:
             self.output.append(proc.stdout.read())
+        if proc.stdout is not None and not self._reader_alive():
             proc.stdout.close()
         return proc.returncode
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -275,3 +277,22 @@ def test_regenerate_check_reports_drift(tmp_path: Path, monkeypatch: pytest.Monk
     assert any("GetUsers" in p for p in problems)
     assert any("bench_echo_pb2.pyi is missing" in p for p in problems)
     assert regenerate.main(["--check"]) == 1
+
+
+def test_a_child_that_writes_more_than_a_pipe_holds_keeps_serving(tmp_path: Path) -> None:
+    # A server that logs a lot after it is ready must not block on a full output pipe.
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "import socket, sys\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "print(f'listening on 127.0.0.1:{s.getsockname()[1]}', flush=True)\n"
+        "sys.stdout.write('x' * 99 + '\\n' * 1)\n"
+        "for _ in range(5000): sys.stdout.write('y' * 99 + '\\n')\n"
+        "sys.stdout.flush()\n"
+        "conn, _ = s.accept(); conn.sendall(b'done'); conn.close()\n")
+    process = ServerProcess("unused", [])
+    process.argv = [sys.executable, str(script)]
+    with process:
+        with socket.create_connection(process.address, timeout=10) as conn:
+            assert conn.recv(4) == b"done"  # it wrote 500 kB, then still answered
+    assert sum(line.startswith("y") for line in process.output) == 5000
