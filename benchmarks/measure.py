@@ -68,25 +68,9 @@ class CellRun:
         }
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads, live or gone) of process ``pid``, in seconds.
-
-    Why not the harness's :func:`~stages.harness.process.cpu_seconds` for the server: it reads
-    ``/proc/<pid>/stat``, which counts in clock ticks of 10 ms, and a cell of the short run lasts
-    a few tenths of a second: ±10 %. Linux gives every process a CPU-time clock that counts
-    nanoseconds, which ``clock_getcpuclockid(pid)`` names; Python has no binding for that call,
-    so the clock id is made as the kernel makes it: ``(~pid << 3) | 2`` (CPUCLOCK_SCHED of the
-    whole process). Falls back to ``/proc`` where that clock cannot be read.
-    """
-    try:
-        return time.clock_gettime((~pid << 3) | 2)
-    except OSError:
-        return cpu_seconds(pid)
-
-
 def _cpu(server_pid: int) -> tuple[float, float]:
     """(client, server) CPU seconds so far; the client is this process, every thread of it."""
-    return cpu_seconds(), process_cpu_seconds(server_pid)
+    return cpu_seconds(), cpu_seconds(server_pid)
 
 
 async def _phase(call: Callable[[], Awaitable[object]], calls: int, level: int,
