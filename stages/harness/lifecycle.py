@@ -6,9 +6,20 @@ same way: entering the block starts it, leaving the block stops it, whatever hap
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["Service", "AsyncService", "AsyncClosing"]
+__all__ = ["Service", "AsyncService", "AsyncClosing", "tail_of"]
+
+
+def tail_of(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a service's log file, or a note saying it cannot be read (for
+    the error raised when a service does not start)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"({path.name}: {exc.strerror})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 class Service:

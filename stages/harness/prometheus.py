@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from stages.harness.lifecycle import Service
+from stages.harness.lifecycle import Service, tail_of
 from stages.harness.ports import free_port
 
 __all__ = [
@@ -216,15 +216,6 @@ def sample_value(sample: Sample) -> float:
     Prometheus sends values as strings, so that ``NaN`` and ``+Inf`` survive JSON.
     """
     return float(sample["value"][1])
-
-
-def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a text file, or a note saying it cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return f"({path.name}: {exc.strerror})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _describe_targets(targets: list[dict[str, Any]]) -> str:
@@ -396,7 +387,7 @@ class LocalPrometheus(Service):
         log = self.log_path
         if log is None:
             return "(no server directory)"
-        return f"--- {log} ---\n{_tail(log, lines)}"
+        return f"--- {log} ---\n{tail_of(log, lines)}"
 
     def __repr__(self) -> str:
         where = f"{_HOST}:{self._port}" if self._port is not None else "no port"

@@ -50,7 +50,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
-from stages.harness.lifecycle import Service
+from stages.harness.lifecycle import Service, tail_of
 from stages.harness.ports import free_port, free_ports
 
 __all__ = [
@@ -262,15 +262,6 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
     return process.wait()
 
 
-def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a text file, or a note saying it is missing."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return f"({path.name}: {exc.strerror})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 @dataclass
 class _Resources:
     """What a server owns outside Python: one JVM process and one directory.
@@ -443,8 +434,8 @@ class LocalZooKeeper:
         if workdir is None:
             return "(no server directory)"
         return (
-            f"--- {workdir / 'console.log'} ---\n{_tail(workdir / 'console.log', lines)}\n"
-            f"--- {workdir / 'zookeeper.log'} ---\n{_tail(workdir / 'zookeeper.log', lines)}"
+            f"--- {workdir / 'console.log'} ---\n{tail_of(workdir / 'console.log', lines)}\n"
+            f"--- {workdir / 'zookeeper.log'} ---\n{tail_of(workdir / 'zookeeper.log', lines)}"
         )
 
     def __repr__(self) -> str:

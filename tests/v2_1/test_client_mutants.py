@@ -23,7 +23,7 @@ from support import run, until
 from stages.v2_0.serializers import Invocation, PickleSerializer
 from stages.v2_0.user_stub import UserApi
 from stages.v2_1 import Client, ClientConfig, ConnectionClosedError, Frame, FrameType
-from stages.v2_1.client import ClientConnection, Endpoint, check_timeout
+from stages.v2_1.client import Endpoint, check_timeout
 from stages.v2_1.errors import ConfigError, RpcTimeoutError
 from stages.v2_1.protocol import (
     PING_FRAME,
@@ -205,11 +205,6 @@ def test_calls_failed_by_a_close_each_get_the_reason_and_who_closed() -> None:
             assert [e.closed_by_peer for e in failed] == [True, True]  # type: ignore[union-attr]
 
     run(scenario)
-
-
-def test_a_connection_made_by_hand_is_a_client_connection() -> None:
-    # The protocol class the endpoint builds is the one these tests poke at.
-    assert issubclass(ClientConnection, asyncio.BufferedProtocol)
 
 
 # -- what the peer says: GOAWAY, PING, silence, hanging up ---------------------------------------
