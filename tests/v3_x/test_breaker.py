@@ -7,8 +7,10 @@ failure threshold of 50 %, 4 trial calls in HALF_OPEN, a 5 s wait.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stages.v3_x.breaker import BreakerConfig, CircuitBreaker, State, Transition
+from stages.v3_x.breaker import BreakerConfig, CircuitBreaker, Metrics, State, Transition
 from stages.v3_x.errors import ConfigError
 
 R4J = BreakerConfig(window="count", window_size=5, minimum_calls=5, failure_rate=50,
@@ -143,6 +145,27 @@ def test_a_time_window_forgets_calls_older_than_its_size() -> None:
     for t in (13.0, 13.5, 14.0):
         call(b, t, True)  # now 3 of 4 in the last 10 s
     assert b.state is State.OPEN
+
+
+@settings(max_examples=200, deadline=None)
+@given(window=st.sampled_from(["count", "time"]), size=st.integers(1, 8),
+       outcomes=st.lists(st.tuples(st.floats(0, 3), st.booleans(), st.floats(0, 2)),
+                         max_size=60))
+def test_the_window_totals_are_the_counts_of_the_outcomes_it_holds(
+        window: str, size: int, outcomes: list[tuple[float, bool, float]]) -> None:
+    # The totals are kept as outcomes come and go, not summed: they must never drift.
+    config = BreakerConfig(window=window, window_size=size, minimum_calls=1,  # type: ignore[arg-type]
+                           failure_rate=100, slow_call_rate=100, slow_call_duration=1.0)
+    b, _ = breaker(config)
+    now = 0.0
+    for step, failed, seconds in outcomes:
+        now += step
+        b.on_result(failed, seconds, now)
+        if b.state is not State.CLOSED:
+            return  # a new state starts a new window
+        held = b._window.outcomes
+        assert b.metrics(now) == Metrics(len(held), sum(f for _, f, _ in held),
+                                         sum(s for _, _, s in held), 0)
 
 
 @pytest.mark.parametrize("bad", [
