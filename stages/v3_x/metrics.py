@@ -51,11 +51,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
@@ -111,21 +117,148 @@ def outcome_of(error: BaseException | None) -> str:
     return "remote_error"  # an exception the remote method raised, rebuilt here
 
 
-class _Children:
-    """A labelled metric's children, each looked up once: ``metric.labels(...)`` takes a lock and
-    builds its key at every call (1.1 µs of the 1.7 µs a labelled counter's increment costs
-    here, measured with ``timeit``), and a call updates four of them. The label values are
-    bounded (see above), and so is this cache."""
+# -- counting on the event loop's thread ---------------------------------------------------------
 
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
-        self.children: dict[tuple[str, ...], Any] = {}
 
-    def __call__(self, *values: str) -> Any:
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = self.metric.labels(*values)
-        return child
+class Tally:
+    """A labelled counter kept as plain ints: ``tally.add(("users", "get_user", "ok"))``.
+
+    Why not ``prometheus_client``'s ``Counter`` and ``Histogram``: they may be updated from any
+    thread, so every update takes a lock and checks the metric's state. A consumer's call
+    updated five of them: 4.7 µs of its CPU per call, against 1.5 µs for the same counts kept
+    here; a provider's, 2.2 against 1.0 µs (``timeit``, medians of three runs). The calls of a
+    client (or server) are all counted by the one thread that runs its event loop, and each
+    attached client or server gets tallies of its own, so a plain ``+=`` cannot lose an
+    update. Prometheus reads on its HTTP server's thread: it copies each dict first (one step
+    that no other Python thread can interleave with) and adds up the tallies of everything
+    attached (see :class:`_Series`).
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def add(self, key: tuple[str, ...], n: int = 1) -> None:
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + n
+
+
+class Timings:
+    """A labelled histogram kept the same way: per label values, how many durations fell in
+    each bucket (``BUCKETS``, then +Inf) and, last, their sum in seconds."""
+
+    __slots__ = ("series",)
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], seconds: float) -> None:
+        counts = self.series.get(key)
+        if counts is None:
+            counts = self.series[key] = [0.0] * (len(BUCKETS) + 2)
+        counts[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds: "le"
+        counts[-1] += seconds
+
+
+class _Series(Collector):
+    """Tallies and timings of every attached client or server, as Prometheus families.
+
+    Args:
+        sources: one ``(calls, durations, in_flight, attempts)`` per attached object; read at
+            each scrape, so that later attachments are seen.
+        side: ``"client"`` or ``"server"``, the names' prefix.
+    """
+
+    def __init__(self, side: str, sources: list[CallCounts]) -> None:
+        self.side = side
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        side, sources = self.side, list(self.sources)
+        calls = CounterMetricFamily(f"rpc_{side}_calls", _CALLS_HELP[side],
+                                    labels=["api", "method", _CALLS_LABEL[side]])
+        for key, count in _added(dict(s.calls.counts) for s in sources):
+            calls.add_metric(list(key), count)
+        yield calls
+        durations = HistogramMetricFamily(f"rpc_{side}_call_duration_seconds",
+                                          _DURATION_HELP[side], labels=["api", "method"])
+        totals: dict[tuple[str, ...], list[float]] = {}
+        for source in sources:
+            for key, counts in dict(source.durations.series).items():
+                total = totals.setdefault(key, [0.0] * len(counts))
+                for i, value in enumerate(list(counts)):
+                    total[i] += value
+        for key, counts in sorted(totals.items()):
+            cumulative, buckets = 0.0, []
+            for le, in_bucket in zip(_LE, counts, strict=False):  # the last of counts: the sum
+                cumulative += in_bucket
+                buckets.append((le, cumulative))
+            durations.add_metric(list(key), buckets, sum_value=counts[-1])
+        yield durations
+        if side == "client":
+            in_flight = GaugeMetricFamily("rpc_client_calls_in_flight",
+                                          "Calls waiting for their answer", labels=["api"])
+            for key, count in _added(dict(s.in_flight.counts) for s in sources):
+                in_flight.add_metric(list(key), count)
+            yield in_flight
+            attempts = CounterMetricFamily("rpc_client_attempts", "Attempts sent to each provider",
+                                           labels=["api", "provider", "outcome"])
+            for key, count in _added(dict(s.attempts.counts) for s in sources):
+                attempts.add_metric(list(key), count)
+            yield attempts
+
+
+#: The ``le`` label of each bucket, as prometheus_client writes it.
+_LE: Final = (*(repr(bound) for bound in BUCKETS), "+Inf")
+_CALLS_HELP: Final = {"client": "Calls made, by outcome", "server": "Calls answered, by status"}
+_CALLS_LABEL: Final = {"client": "outcome", "server": "status"}
+_DURATION_HELP: Final = {"client": "Time from a call to its answer or failure, all attempts in",
+                         "server": "Time from a request's arrival to its answer"}
+
+
+def _added(tallies: Iterator[dict[tuple[str, ...], int]]) -> list[tuple[tuple[str, ...], int]]:
+    total: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for counts in tallies:
+        total.update(counts)
+    return sorted(total.items())
+
+
+class CallCounts:
+    """What one attached client or server counts, on its own loop's thread."""
+
+    def __init__(self) -> None:
+        self.calls = Tally()
+        self.durations = Timings()
+        self.in_flight = Tally()
+        self.attempts = Tally()
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        """A consumer's interceptor: every call, its outcome and how long it took."""
+        api = call.spec.address
+        in_flight = self.in_flight
+        in_flight.add((api,))
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await proceed(call)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            in_flight.add((api,), -1)
+            key = (api, call.method)
+            self.durations.observe(key, time.perf_counter() - started)
+            self.calls.add((*key, outcome_of(error)))
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        self.attempts.add((attempt.api, attempt.provider,
+                           _ATTEMPT_OUTCOMES.get(attempt.error, "other")))
+
+    def on_served(self, served: Served) -> None:
+        key = (served.api, served.method)
+        self.calls.add((*key, served.status.name.lower()))
+        self.durations.observe(key, served.seconds)
 
 
 class _Metrics:
@@ -170,15 +303,6 @@ class ClientMetrics(_Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.calls = Counter("rpc_client_calls", "Calls made, by outcome",
-                             ["api", "method", "outcome"], registry=r)
-        self.duration = Histogram("rpc_client_call_duration_seconds",
-                                  "Time from a call to its answer or failure, all attempts in",
-                                  ["api", "method"], buckets=BUCKETS, registry=r)
-        self.in_flight = Gauge("rpc_client_calls_in_flight", "Calls waiting for their answer",
-                               ["api"], registry=r)
-        self.attempts = Counter("rpc_client_attempts", "Attempts sent to each provider",
-                                ["api", "provider", "outcome"], registry=r)
         self.transitions = Counter("rpc_client_breaker_transitions",
                                    "Circuit breaker state changes, by the state entered",
                                    ["provider", "method", "state"], registry=r)
@@ -188,43 +312,24 @@ class ClientMetrics(_Metrics):
                                  "Providers set aside by outlier detection", ["provider"],
                                  registry=r)
         self.clients: list[Client] = []
+        self.counts: list[CallCounts] = []  # one per attached client (see Tally)
+        r.register(_Series("client", self.counts))
         r.register(_ClientState(self.clients))
-        # What every call updates, looked up once per label values (see _Children).
-        self._in_flight, self._duration = _Children(self.in_flight), _Children(self.duration)
-        self._calls, self._attempts = _Children(self.calls), _Children(self.attempts)
 
     def attach(self, client: Client) -> Client:
         """Subscribe to a client's events (its interceptor chain gets one more, outermost), and
         read its state at each scrape."""
         self.clients.append(client)
-        client.add_interceptor(self.intercept)
-        client.attempt_listeners.append(self.on_attempt)
+        counts = CallCounts()
+        self.counts.append(counts)
+        client.add_interceptor(counts.intercept)
+        client.attempt_listeners.append(counts.on_attempt)
         client.breaker_listeners.append(self.on_transition)
         if client.outliers is not None:
             client.outliers.listeners.append(self.on_ejection)
         return client
 
     # -- the listeners ---------------------------------------------------------------------------
-
-    async def intercept(self, call: Call, proceed: Proceed) -> Any:
-        api, method = call.spec.address, call.method
-        gauge = self._in_flight(api)
-        gauge.inc()
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await proceed(call)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            gauge.dec()
-            self._duration(api, method).observe(time.perf_counter() - started)
-            self._calls(api, method, outcome_of(error)).inc()
-
-    def on_attempt(self, attempt: Attempt) -> None:
-        self._attempts(attempt.api, attempt.provider,
-                             _ATTEMPT_OUTCOMES.get(attempt.error, "other")).inc()
 
     def on_transition(self, event: Transition) -> None:
         provider, _, method = event.name.partition(" ")
@@ -242,24 +347,18 @@ class ServerMetrics(_Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.calls = Counter("rpc_server_calls", "Calls answered, by status",
-                             ["api", "method", "status"], registry=r)
-        self.duration = Histogram("rpc_server_call_duration_seconds",
-                                  "Time from a request's arrival to its answer",
-                                  ["api", "method"], buckets=BUCKETS, registry=r)
         self.servers: list[Server] = []
+        self.counts: list[CallCounts] = []  # one per attached server (see Tally)
+        r.register(_Series("server", self.counts))
         r.register(_ServerState(self.servers))
-        self._calls, self._duration = _Children(self.calls), _Children(self.duration)
 
     def attach(self, server: Server) -> Server:
         """Subscribe to a server's answered calls, and read its state at each scrape."""
         self.servers.append(server)
-        server.call_listeners.append(self.on_served)
+        counts = CallCounts()
+        self.counts.append(counts)
+        server.call_listeners.append(counts.on_served)
         return server
-
-    def on_served(self, served: Served) -> None:
-        self._calls(served.api, served.method, served.status.name.lower()).inc()
-        self._duration(served.api, served.method).observe(served.seconds)
 
 
 # -- states, read when Prometheus scrapes -------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import stages.v3_x as v3_x
-from stages.v3_x.metrics import BUCKETS, ClientMetrics, ServerMetrics
+from stages.v3_x.metrics import BUCKETS, CallCounts
 from stages.v3_x.server import ProviderConnection
 from tests.notebook_rules import IGNORE, Notebook, assert_exercises, assert_only_loopback
 
@@ -75,10 +75,10 @@ def test_the_bench_is_real_and_the_last_cell_stops_it(notebook: Notebook) -> Non
 def test_the_core_code_is_shown_from_the_package_never_pasted(notebook: Notebook) -> None:
     shown = notebook.shown()
     owners = {"ApiSettings": v3_x.ApiSettings, "Client": v3_x.Client, "Server": v3_x.Server,
-              "ClientMetrics": ClientMetrics, "ServerMetrics": ServerMetrics,
+              "CallCounts": CallCounts,
               "ProviderConnection": ProviderConnection}
     for name in ("ApiSettings.parse", "Client._on_settings", "Client.invoke",
-                 "ClientMetrics.intercept", "Server.respond", "ServerMetrics.on_served",
+                 "CallCounts.intercept", "Server.respond", "CallCounts.on_served",
                  "ProviderConnection._on_request"):
         assert name in shown, (name, sorted(shown))
         owner, _, attribute = name.partition(".")

@@ -28,7 +28,7 @@ from stages.v3_x import (
     StaticRegistry,
 )
 from stages.v3_x.incident import IncidentApi
-from stages.v3_x.metrics import OUTCOMES, ClientMetrics, ServerMetrics, outcome_of
+from stages.v3_x.metrics import OUTCOMES, CallCounts, ClientMetrics, ServerMetrics, outcome_of
 from stages.v3_x.server import UNKNOWN
 
 USERS = UserApi.__rpc_api__.address  # type: ignore[attr-defined]
@@ -118,14 +118,14 @@ def test_failures_breakers_and_ejections_are_counted_by_kind() -> None:
 
 def test_the_metrics_are_served_over_http_for_prometheus() -> None:
     metrics = ClientMetrics()
-    metrics.calls.labels(USERS, "get_user", "ok").inc(3)
+    metrics.transitions.labels("127.0.0.1:1", "get_user", "open").inc(3)
     host, port = metrics.serve(0)
     assert host == "127.0.0.1"
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
         body = response.read()
         assert response.headers["Content-Type"].startswith("text/plain")
-    assert samples(body)[("rpc_client_calls_total", (
-        ("api", USERS), ("method", "get_user"), ("outcome", "ok")))] == 3
+    assert samples(body)[("rpc_client_breaker_transitions_total", (
+        ("method", "get_user"), ("provider", "127.0.0.1:1"), ("state", "open")))] == 3
 
 
 def test_outcomes_are_a_bounded_set_whatever_the_error() -> None:
@@ -190,3 +190,23 @@ def test_a_providers_counters_equal_the_calls_it_answered_and_names_stay_bounded
             await client.aclose()
 
     run(scenario)
+
+
+def test_counts_of_every_attached_object_are_added_and_a_bound_is_its_own_bucket() -> None:
+    # The histogram's "le" buckets: a duration equal to a bound is counted in that bound's
+    # bucket; two attached servers' counts are added at scrape time.
+    metrics = ServerMetrics()
+    first, second = CallCounts(), CallCounts()
+    metrics.counts.extend([first, second])
+    for counts, seconds in ((first, 0.001), (second, 0.001), (second, 0.0010001)):
+        counts.calls.add((USERS, "get_user", "ok"))
+        counts.durations.observe((USERS, "get_user"), seconds)
+    snap = metrics.snapshot()
+    assert snap["rpc_server_calls_total"] == {(USERS, "get_user", "ok"): 3}
+    buckets = snap["rpc_server_call_duration_seconds_bucket"]
+    assert buckets[(USERS, "get_user", "0.0005")] == 0
+    assert buckets[(USERS, "get_user", "0.001")] == 2
+    assert buckets[(USERS, "get_user", "0.0025")] == 3
+    assert buckets[(USERS, "get_user", "+Inf")] == 3
+    assert snap["rpc_server_call_duration_seconds_count"] == {(USERS, "get_user"): 3}
+    assert abs(snap["rpc_server_call_duration_seconds_sum"][(USERS, "get_user")] - 0.0030001) < 1e-12
