@@ -24,8 +24,8 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from stages.v1_0.errors import Status, clip
 from stages.v1_0.protocol import Frame
@@ -49,10 +49,9 @@ UNKNOWN = "(unknown)"
 _arrived: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
+class Served(NamedTuple):
     """One call answered by this provider, as ``Server.call_listeners`` receive it (v3.3's
-    metrics listen).
+    metrics listen). A named tuple, like :class:`~stages.v3_x.client.Attempt`: one per call.
 
     Attributes:
         api, method: what was called (the address and method of a call that was decoded).
