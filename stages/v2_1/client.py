@@ -182,6 +182,14 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
             heapq.heapify(self._deadlines)
         return future
 
+    def forget(self, request_id: int) -> None:
+        """The caller stopped waiting (its task was cancelled): forget the call now rather than
+        at its deadline, so that cancelled calls hold no memory. Its answer, if one comes, is
+        dropped like a late one; after GOAWAY, it was perhaps the last call owed."""
+        if self.pending.pop(request_id, None) is not None and self.goaway is not None \
+                and not self.pending:
+            self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))
+
     def _arm_deadline(self, when: float) -> None:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -369,7 +377,12 @@ class Endpoint:
         conn = self.connection
         if conn is None or not conn.usable:
             conn = await self.connect()
-        return await conn.request(request, timeout)
+        answer = conn.request(request, timeout)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            conn.forget(request.request_id)
+            raise
 
     async def connect(self) -> ClientConnection:
         """A usable connection: the one being opened, or a new one if the backoff allows."""

@@ -180,6 +180,50 @@ def test_after_goaway_the_connection_closes_when_its_last_call_times_out(
     run(scenario)
 
 
+def test_a_cancelled_call_is_forgotten_at_once_and_its_late_answer_dropped() -> None:
+    # Memory: a call whose caller gave up must not be held until its deadline (here 60 s).
+    async def scenario() -> None:
+        async with silent_peer() as (peer, address):
+            client = Client(*address, ClientConfig(timeout=60))
+            users = client.async_proxy(UserApi)
+            calls = [asyncio.create_task(users.get_user(i)) for i in range(50)]
+            await until(lambda: len(peer.requests) == 50, 5, "the requests arrived")
+            conn = client.endpoint.connection
+            assert conn is not None and len(conn.pending) == 50
+            for call in calls[:49]:
+                call.cancel()
+            await asyncio.gather(*calls[:49], return_exceptions=True)
+            assert list(conn.pending) == [peer.requests[49].request_id]
+            # The first call's answer comes after all: nobody waits for it any more.
+            peer.say(encode_frame(Frame(FrameType.RESPONSE, peer.requests[0].request_id)))
+            await until(lambda: conn.late_answers == 1, 5, "the late answer dropped")
+            assert not calls[49].done() and conn.usable  # the call still waiting is untouched
+            calls[49].cancel()
+            await client.aclose()
+
+    run(scenario)
+
+
+def test_after_goaway_cancelling_the_last_owed_call_closes_the_connection() -> None:
+    async def scenario() -> None:
+        async with silent_peer() as (peer, address):
+            endpoint = Endpoint(address, ClientConfig())
+            calls = [asyncio.create_task(endpoint.exchange(request(rid), 60)) for rid in (1, 2)]
+            await until(lambda: len(peer.requests) == 2, 5, "the requests arrived")
+            conn = endpoint.connection
+            assert conn is not None
+            peer.say(goaway_frame(GoAway.SHUTDOWN))
+            await until(lambda: conn.goaway is GoAway.SHUTDOWN, 5, "GOAWAY read")
+            calls[0].cancel()
+            await asyncio.gather(calls[0], return_exceptions=True)
+            assert not conn.closed.done()  # one call is still owed
+            calls[1].cancel()
+            await asyncio.gather(calls[1], return_exceptions=True)
+            await asyncio.wait_for(conn.closed, 5)  # nothing owed: no reason to stay
+
+    run(scenario)
+
+
 def test_calls_failed_by_a_close_each_get_the_reason_and_who_closed() -> None:
     async def scenario() -> None:
         async with silent_peer() as (peer, address):
