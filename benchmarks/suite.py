@@ -130,7 +130,18 @@ def run_suite(plan: Plan, *, log: Log = _stderr) -> dict[str, Any]:
     ZooKeeper (for v3.x) is the one given by ``$RPC_ZK``, or a local one started for the run;
     each v3.x server and its consumer get a fresh chroot in it. Systems whose modules are
     missing, or that need a ZooKeeper that cannot start, are reported as not run.
+
+    Raises:
+        RuntimeError: called where an event loop runs (a notebook's cell): the suite runs event
+            loops of its own, one per system; call it from a thread (``asyncio.to_thread``).
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run_suite runs event loops of its own and cannot run inside one: "
+                           "call it from a thread, e.g. await asyncio.to_thread(run_suite, plan)")
     started = datetime.datetime.now(datetime.UTC)
     clock0 = time.monotonic()
     unavailable = {s.id: s.missing() for s in plan.systems}

@@ -192,3 +192,18 @@ def test_filters_select_systems_by_id_or_pattern_and_refuse_typos() -> None:
     for bad in (["--workloads", "huge"], ["--levels", "0"], ["--reps", "0"], ["--levels", "4"]):
         with pytest.raises(ValueError):
             plan_from(build_parser().parse_args(bad))
+
+
+def test_the_suite_refuses_to_run_inside_an_event_loop_and_says_what_to_do() -> None:
+    # It runs loops of its own (one per system): inside a running loop, as in a notebook's cell,
+    # every async system would fail; it says so at once instead, before starting anything.
+    import asyncio
+
+    plan = Plan(systems=tuple(select(["echo"])), workloads=(WORKLOADS[0],), levels=(1,),
+                repetitions=1, calls=5)
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match=r"asyncio\.to_thread"):
+            run_suite(plan, log=lambda line: None)
+
+    asyncio.run(inside())
