@@ -34,11 +34,13 @@ import abc
 import asyncio
 import contextlib
 import os
+import socket
 import statistics
 import time
 import timeit
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from stages.harness.bench import (
@@ -48,6 +50,7 @@ from stages.harness.bench import (
     measure_sequential,
 )
 from stages.harness.peers.echo_peer import EchoPeerClient
+from stages.harness.peers.echo_peer import encode as echo_frame
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds
 from stages.v2_0.api import api_spec, rpc_api
@@ -60,7 +63,7 @@ from stages.v2_1.server import Run, Server
 
 __all__ = ["run_comparison", "ratios", "median_ratios", "where_time_goes", "CpuShare", "LEVELS",
            "cpu_split", "placement", "ServerStarter", "dispatch_paths", "PathCost", "PathsApi",
-           "PathsImpl", "fastpath_gains", "Gain"]
+           "PathsImpl", "fastpath_gains", "Gain", "blocking_routes", "RouteCost"]
 
 LEVELS = (1, 4, 16, 64)
 SMALL_BODY = b"x" * 100
@@ -364,3 +367,59 @@ def fastpath_gains(rounds: int = 20_000) -> list[Gain]:
              us(lambda: plain.decode_outcome(plain_answer)),
              us(lambda: fast.decode_outcome(fast_answer))),
     ]
+
+
+@dataclass(frozen=True)
+class RouteCost:
+    """The p50 latency of a blocking proxy's call, one at a time, by route (medians of rounds).
+
+    Attributes:
+        direct_us: the call made in the calling thread, on a connection it owns meanwhile
+            (:mod:`stages.v2_1.blocking`).
+        handed_over_us: the call handed to the client's loop thread and back
+            (``ClientConfig(direct_connections=0)``).
+        socket_us: a plain blocking socket against the bare asyncio echo, the floor.
+    """
+
+    direct_us: float
+    handed_over_us: float
+    socket_us: float
+
+
+def blocking_routes(n: int, rounds: int = 3) -> RouteCost:
+    """Measure both routes of the blocking proxy and the floor, ``rounds`` times interleaved,
+    each round ``n`` calls one at a time after a warm-up (blocking: run it in a thread when an
+    event loop runs here)."""
+    found: dict[str, list[float]] = {"direct": [], "handed over": [], "socket": []}
+    with ServerProcess("stages.v2_1") as server, \
+            ServerProcess("stages.harness.peers.echo_peer") as echo, \
+            Client(server.host, server.port) as direct, \
+            Client(server.host, server.port, ClientConfig(direct_connections=0)) as handed:
+        proxies = {"direct": direct.proxy(UserApi), "handed over": handed.proxy(UserApi)}
+        with socket_to_echo(echo.host, echo.port) as plain:
+            for _ in range(rounds):
+                for route, users in proxies.items():
+                    found[route].append(measure_blocking(partial(users.get_user, 123456), n,
+                                                         route).p50 * 1e6)
+                found["socket"].append(measure_blocking(plain, n, "socket").p50 * 1e6)
+    return RouteCost(*(statistics.median(found[k]) for k in ("direct", "handed over", "socket")))
+
+
+@contextlib.contextmanager
+def socket_to_echo(host: str, port: int) -> Iterator[Callable[[], bytes]]:
+    """A call of 100 bytes there and back on a plain blocking socket to the bare echo."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request = echo_frame(SMALL_BODY)
+
+        def call() -> bytes:
+            sock.sendall(request)
+            got = bytearray()
+            while len(got) < len(request):
+                chunk = sock.recv(len(request) - len(got))
+                if not chunk:
+                    raise ConnectionError("the echo closed the connection")
+                got += chunk
+            return bytes(got)
+
+        yield call

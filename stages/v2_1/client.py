@@ -26,6 +26,8 @@ cut in two so that later versions can build on it:
   paces reconnecting (v3.x holds one per provider);
 * every call, from a blocking or an async proxy, takes one route, :meth:`Client.invoke`, through
   a chain of :class:`Interceptor` hooks (v3.x puts its balancer, breaker and metrics there).
+  Where that chain is empty, a blocking proxy's call takes a faster route of its own, in the
+  calling thread (:mod:`stages.v2_1.blocking`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import heapq
 import logging
 import math
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
@@ -55,6 +59,7 @@ from stages.v2_0.errors import (
 )
 from stages.v2_0.serializers import Serializer
 from stages.v2_1 import fastpath
+from stages.v2_1.blocking import DirectConnection, DirectPool
 from stages.v2_1.config import ClientConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
 from stages.v2_1.protocol import (
@@ -516,6 +521,9 @@ class Client(v2_0.Client):
         self.endpoint = Endpoint(self.address, self.config)
         self.interceptors = tuple(interceptors)
         self._proceed = self._chain()
+        #: The connections blocking proxies' calls own while they wait (see blocking).
+        self.direct = DirectPool(self._direct_connection, self.config.direct_connections)
+        self._direct_after = 0.0  # monotonic time before which no direct connection is tried
 
     def add_interceptor(self, interceptor: Interceptor) -> None:
         """Put ``interceptor`` around every later call, outside those already there."""
@@ -548,9 +556,15 @@ class Client(v2_0.Client):
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            # The per-call timeout is read here, in the caller's thread and context; the call
-            # itself runs on the client's loop thread, on the same route as an async call.
+            # The per-call timeout is read here, in the caller's thread and context. The call
+            # runs in this thread on a connection of its own where it can, else on the client's
+            # loop thread, on the same route as an async call.
             deadline = _call_timeout.get() or timeout
+            if self._direct_route():
+                request = self.request_frame(spec, method.name, args, kwargs, ser)
+                answer = self._call_direct(request, self._timeout(deadline))
+                if answer is not None:
+                    return self.read_outcome(answer, ser)
             return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
 
         return cast(T, v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target()))
@@ -566,6 +580,39 @@ class Client(v2_0.Client):
             return self.invoke(spec, method.name, args, kwargs, ser, _call_timeout.get() or timeout)
 
         return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
+
+    #: Whether blocking calls may take the direct route; v3.x's never do (its balancer,
+    #: breakers and metrics run on the loop).
+    direct_calls = True
+
+    def _direct_route(self) -> bool:
+        """Whether a blocking call may run in its own thread (see :mod:`stages.v2_1.blocking`):
+        nothing of the call needs the loop (no interceptor, no TLS, no first frame), and this is
+        not the loop's own thread."""
+        loop_thread = self._loop_thread
+        return (self.direct_calls and not self.interceptors and self.endpoint.ssl is None
+                and self.endpoint.hello is None and time.monotonic() >= self._direct_after
+                and (loop_thread is None or threading.current_thread() is not loop_thread.thread))
+
+    def _direct_connection(self) -> DirectConnection:
+        config = self.config
+        return DirectConnection(self.address, config.max_frame_size, config.connect_timeout,
+                                config.heartbeat_interval, config.idle)
+
+    def _call_direct(self, request: Frame, timeout: float) -> Frame | None:
+        """Make a call on a connection this thread owns meanwhile; None if none is free (or
+        none could be opened: the hand-over route then reports it, and backs off)."""
+        try:
+            conn = self.direct.borrow()
+        except OSError:
+            self._direct_after = time.monotonic() + self.config.backoff_max
+            return None
+        if conn is None:
+            return None
+        try:
+            return conn.call(request, timeout)
+        finally:
+            self.direct.give_back(conn)
 
     def _prepare(self, interface: object, serializer: str | None) -> tuple[ApiSpec, Serializer]:
         # v2.0's spec and serializer, with the hot path's quicker argument check and records.
@@ -609,7 +656,8 @@ class Client(v2_0.Client):
         await self.endpoint.aclose()
 
     def close(self) -> None:
-        """Close the connection and stop the blocking proxies' loop thread."""
+        """Close the connections and stop the blocking proxies' loop thread."""
+        self.direct.close()
         loop_thread = self._loop_thread
         if loop_thread is not None:
             loop_thread.run(self.aclose())

@@ -103,6 +103,9 @@ class ClientConfig(v2_0.ClientConfig):
             reconnect in lockstep. Calls made while waiting fail at once.
         fastpath: call with the hot path's quicker argument check and pickle with records
             (:mod:`stages.v2_1.fastpath`); False calls with v2.0's plain pieces.
+        direct_connections: connections that blocking proxies' calls may own while they wait
+            (:mod:`stages.v2_1.blocking`); past it, and with 0, a blocking call is handed to the
+            client's event-loop thread and its multiplexed connection.
     """
 
     heartbeat_interval: float = 5.0
@@ -113,9 +116,14 @@ class ClientConfig(v2_0.ClientConfig):
     backoff_multiplier: float = 2.0
     backoff_jitter: float = 0.2
     fastpath: bool = True
+    direct_connections: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.direct_connections, bool) \
+                or not isinstance(self.direct_connections, int) or self.direct_connections < 0:
+            raise ConfigError(f"ClientConfig.direct_connections must be an int >= 0, got "
+                              f"{self.direct_connections!r}")
         check_positive(self, "heartbeat_interval", "connect_timeout", "backoff_initial",
                        "backoff_max", "backoff_multiplier")
         if self.idle_timeout is None:

@@ -591,6 +591,9 @@ class Client(v2_1.Client):
     async def exchange(self, request: Any, timeout: float | None = None) -> Any:
         raise TypeError("a v3 client sends calls through its balancer: use its proxies")
 
+    #: A blocking call is handed to the loop too: the balancer, breakers and metrics live there.
+    direct_calls = False
+
     # -- life cycle ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:

@@ -313,13 +313,24 @@ def test_silent_raw_socket_is_closed_after_idle_timeout() -> None:
 # -- a black-holed link ------------------------------------------------------------------------------
 
 
+def calls_into_the_hole(users: Any, timer: Any) -> list[BaseException | None]:
+    """Four blocking calls at once (three sleeps and a get_user); what each raised."""
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(timer.sleep, 0) for _ in range(3)]
+        calls.append(pool.submit(users.get_user, 2))
+        return [call.exception(timeout=10) for call in calls]
+
+
 @pytest.mark.timeout(60)
 def test_blackholed_link_is_declared_dead_then_healed() -> None:
     """Both directions swallowed by a proxy: both sockets look healthy to TCP, nothing gets
     through. The client's heartbeat declares the connection dead after ``idle_timeout``; once
-    the link heals, the next call succeeds on a new connection."""
+    the link heals, the next call succeeds on a new connection. Blocking calls here take the
+    route through the loop's multiplexed connection (no direct connections); the next test
+    takes the direct route."""
     server_config = ServerConfig(min_ping_interval=0.05, idle_timeout=5.0)
-    config = ClientConfig(heartbeat_interval=0.1, idle_timeout=0.3, timeout=10)
+    config = ClientConfig(heartbeat_interval=0.1, idle_timeout=0.3, timeout=10,
+                          direct_connections=0)
     with BackgroundServer(lambda: new_server(server_config)) as bg, \
             FaultProxyThread(bg.address) as proxy:
         client = Client(*proxy.address, config)
@@ -333,10 +344,7 @@ def test_blackholed_link_is_declared_dead_then_healed() -> None:
 
             proxy.blackhole()
             start = time.monotonic()
-            with ThreadPoolExecutor(4) as pool:
-                calls = [pool.submit(timer.sleep, 0) for _ in range(3)]
-                calls.append(pool.submit(users.get_user, 2))
-                errors = [call.exception(timeout=10) for call in calls]
+            errors = calls_into_the_hole(users, timer)
             failed_at = time.monotonic()
             all_fail_with(errors, ConnectionClosedError)
             check_detection_time(config, failed_at, conn._heartbeat.last_read, failed_at - start)
@@ -349,6 +357,35 @@ def test_blackholed_link_is_declared_dead_then_healed() -> None:
             assert proxy.stats.accepted == 2
         finally:
             client.close()
+
+
+@pytest.mark.timeout(60)
+def test_blackholed_link_is_declared_dead_by_a_waiting_direct_call_then_healed() -> None:
+    """The same black hole, with blocking calls that each own a direct connection (see
+    stages.v2_1.blocking): each waiting caller pings on its own heartbeat and gives up after
+    ``idle_timeout``, long before the call's 10 s deadline; after the heal, calls work again."""
+    server_config = ServerConfig(min_ping_interval=0.05, idle_timeout=5.0)
+    config = ClientConfig(heartbeat_interval=0.1, idle_timeout=0.3, timeout=10)
+    with BackgroundServer(lambda: new_server(server_config)) as bg, \
+            FaultProxyThread(bg.address) as proxy:
+        with Client(*proxy.address, config) as client:
+            users = client.proxy(UserApi)
+            timer = client.proxy(TimerApi)
+            assert users.get_user(1).id == 1
+            assert client.direct.connects == 1 and client.connection is None
+
+            proxy.blackhole()
+            start = time.monotonic()
+            errors = calls_into_the_hole(users, timer)
+            elapsed = time.monotonic() - start
+            all_fail_with(errors, ConnectionClosedError)
+            assert all("heartbeat idle timeout" in str(e) for e in errors), errors
+            assert config.idle - 0.05 < elapsed < config.idle + MARGIN, elapsed
+            assert proxy.stats.upstream.swallowed > 0  # the calls and pings went into the hole
+
+            proxy.heal()
+            assert users.get_user(3).id == 3
+            assert client.direct.connects >= 2 and client.connection is None
 
 
 # -- D3: no false positives with both cores busy ---------------------------------------------------

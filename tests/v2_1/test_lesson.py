@@ -45,7 +45,7 @@ def modules(package: ModuleType) -> set[str]:
 V10, V20, V21 = modules(v1_0), modules(v2_0), modules(v2_1)
 
 #: What the lesson says about every module of either version.
-NEW = {"heartbeat", "writer", "reader", "timer_stub", "bench", "fastpath"}
+NEW = {"heartbeat", "writer", "reader", "timer_stub", "bench", "fastpath", "blocking"}
 REVISED = {"protocol", "server", "client", "config", "errors", "cli"}  # a module of that name before
 FROM_V2_0 = {"api", "serializers", "protos", "limits", "pickle_scan", "user_stub", "provider"}
 # v2.0's demo consumer (v2.1's demo calls its proxies itself), and its smallest provider and

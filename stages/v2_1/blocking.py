@@ -1,0 +1,234 @@
+"""The blocking proxy's fast path: a calling thread that owns a connection while it waits.
+
+A blocking proxy is called from a thread that is not the client's event loop. The plain way to
+make its call is to hand it to the loop's thread and wait for the answer to be handed back
+(:meth:`~stages.v2_0.client._LoopThread.run`): the loop's thread must wake up to send, and the
+caller must wake up again once the loop has read the answer. Each wake-up is a trip through the
+operating system's scheduler, and on a busy two-core machine the hand-over alone, with no call in
+it, measured a median of 123 µs there and back (53 µs with the least machinery: a lock released
+by ``call_soon_threadsafe``), more than a whole call on loopback takes through a plain socket.
+
+So a blocking call borrows a connection of its own, a :class:`DirectConnection`, and does its
+I/O itself: ``sendall`` the request, ``recv`` until its answer is there, in the calling thread.
+This is how RPyC's and Pyro5's proxies call, and it is why they are fast one call at a time. The
+frames, the serializers and the errors are v2.1's; only who waits changes:
+
+* **Connections are pooled** (:class:`DirectPool`). A thread takes an idle connection or opens
+  one, and gives it back after the call. At most ``ClientConfig.direct_connections`` are open at
+  once; past that, calls take the hand-over route over the client's multiplexed connection, so
+  a hundred threads never mean a hundred connections. 0 turns the fast path off.
+* **The heartbeat runs while a call waits.** The caller does not wait in one long ``recv``: it
+  wakes when v2.1's :class:`~stages.v2_1.heartbeat.Heartbeat` says a PING is due, sends it, and
+  gives up with :class:`ConnectionClosedError` once the server has been silent for
+  ``idle_timeout``, exactly as the multiplexed connection does: a frozen server or a black-holed
+  link is found dead in ``idle_timeout``, not at the call's deadline.
+* **An idle connection does not ping**: nobody waits on it, and the server's idle timeout may
+  close it, with a GOAWAY. Before each call the borrower reads, without waiting, whatever the
+  server sent meanwhile (:meth:`DirectConnection.usable`): a GOAWAY, a PING (answered), or the
+  end of the connection; a connection that is going away is closed and another is taken. Nothing
+  was sent on it, so nothing is lost.
+* **A timed-out connection is closed**, not reused: its answer may still arrive, and the next
+  call must not read it. The server sees the connection end and cancels the call.
+* The route is only for calls that need nothing from the loop: a client with interceptors, TLS,
+  or a first frame to send (v3.x's balancer, metrics and token are all on the loop) calls through
+  the hand-over route.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from stages.v2_0.errors import ConnectionClosedError, ProtocolError, RpcTimeoutError
+from stages.v2_1.heartbeat import Action, Heartbeat
+from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
+
+__all__ = ["DirectConnection", "DirectPool"]
+
+
+class DirectConnection:
+    """A blocking socket to the server, used by one calling thread at a time.
+
+    Args:
+        address: the server's ``(host, port)``.
+        max_frame_size: the largest frame sent or read.
+        connect_timeout: seconds the connection may take to open.
+        heartbeat_interval, idle_timeout: the heartbeat of a waiting call (see ClientConfig).
+
+    Raises:
+        OSError: the connection could not be opened.
+    """
+
+    def __init__(self, address: tuple[str, int], max_frame_size: int, connect_timeout: float,
+                 heartbeat_interval: float, idle_timeout: float) -> None:
+        self.where = f"{address[0]}:{address[1]}"
+        self.heartbeat_interval = heartbeat_interval
+        self.idle_timeout = idle_timeout
+        self.sock = socket.create_connection(address, timeout=connect_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.codec = FrameCodec(max_frame_size=max_frame_size)
+        self.goaway: GoAway | None = None
+        self.open = True
+        self._last_id = 0
+
+    def usable(self) -> bool:
+        """Read, without waiting, what the server sent while the connection sat idle; True if
+        it may carry a call (still open, no GOAWAY)."""
+        try:
+            self.sock.settimeout(0.0)  # non-blocking: read only what is there
+            while self.open and self.goaway is None:
+                data = self.sock.recv(65536)
+                if not data:
+                    self.close()
+                    break
+                self._read(data, 0)
+        except BlockingIOError:
+            pass  # nothing more to read: the usual case
+        except (OSError, ProtocolError):
+            self.close()
+        return self.open and self.goaway is None
+
+    def call(self, request: Frame, timeout: float) -> Frame:
+        """Send ``request`` (under a request id of this connection) and wait for its answer.
+
+        Raises:
+            RpcTimeoutError: no answer within ``timeout``; the connection is closed.
+            ConnectionClosedError: the connection ended, broke the protocol, or was silent for
+                ``idle_timeout`` (found dead by the heartbeat) first.
+        """
+        self._last_id += 1
+        request_id = self._last_id
+        now = time.monotonic()
+        deadline = now + timeout
+        # The silence of the idle time in the pool does not count: this call starts the clock.
+        heartbeat = Heartbeat(self.heartbeat_interval, self.idle_timeout, now)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(self.codec.encode(request._replace(request_id=request_id)))
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError
+                action, next_poll = heartbeat.poll(now)
+                if action is Action.PING:
+                    self.sock.sendall(PING_FRAME)
+                elif action is Action.CLOSE:
+                    raise ConnectionClosedError(
+                        f"{self.where} sent nothing for {self.idle_timeout:.3g} s (heartbeat "
+                        "idle timeout): connection closed as dead")
+                self.sock.settimeout(max(min(deadline, next_poll) - now, 0.0001))
+                try:
+                    data = self.sock.recv(65536)
+                except TimeoutError:
+                    continue  # a ping is due, the server is found dead, or the deadline passed
+                if not data:
+                    raise ConnectionClosedError(f"{self.where} closed the connection before "
+                                                "answering")
+                heartbeat.on_read(time.monotonic())
+                answer = self._read(data, request_id)
+                if answer is not None:
+                    return answer
+        except TimeoutError:
+            self.close()
+            raise RpcTimeoutError(f"no answer from {self.where} within {timeout:.3g} s") from None
+        except ConnectionClosedError:
+            self.close()
+            raise
+        except (OSError, ProtocolError) as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection to {self.where} failed: {exc}") from exc
+
+    def _read(self, data: bytes, request_id: int) -> Frame | None:
+        """Take the frames in ``data``: the answer to ``request_id`` is returned; a PING is
+        answered, a GOAWAY noted, anything else (an answer nobody waits for) dropped."""
+        self.codec.feed(data)
+        answer = None
+        for frame in self.codec.frames():
+            if frame.type == FrameType.RESPONSE and frame.request_id == request_id:
+                answer = frame
+            elif frame.type == FrameType.PING:
+                self.sock.sendall(PONG_FRAME)
+            elif frame.type == FrameType.GOAWAY:
+                try:
+                    self.goaway = GoAway(frame.body.decode("ascii"))
+                except (UnicodeDecodeError, ValueError):
+                    self.goaway = GoAway.SHUTDOWN
+        return answer
+
+    def close(self) -> None:
+        self.open = False
+        self.sock.close()
+
+
+class DirectPool:
+    """The direct connections of one client: idle ones kept, at most ``limit`` open at once.
+
+    Args:
+        connect: opens a new :class:`DirectConnection` (raises OSError if it cannot).
+        limit: the most connections open at once (idle and in use).
+    """
+
+    def __init__(self, connect: Callable[[], DirectConnection], limit: int) -> None:
+        self._connect = connect
+        self.limit = limit
+        self._idle: list[DirectConnection] = []
+        self._open = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        #: Connections opened so far.
+        self.connects = 0
+
+    def borrow(self) -> DirectConnection | None:
+        """An idle connection that is still usable, or a new one; None when ``limit`` are in
+        use (the caller then takes the hand-over route).
+
+        Raises:
+            OSError: a new connection could not be opened.
+        """
+        while True:
+            with self._lock:
+                if self._closed:
+                    return None
+                if self._idle:
+                    conn = self._idle.pop()
+                elif self._open < self.limit:
+                    self._open += 1
+                    break
+                else:
+                    return None
+            if conn.usable():
+                return conn
+            self._forget(conn)  # gone while idle (GOAWAY, closed): try the next one
+        try:
+            conn = self._connect()
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
+        with self._lock:
+            self.connects += 1
+        return conn
+
+    def give_back(self, conn: DirectConnection) -> None:
+        """Return a borrowed connection: kept if it may carry another call, else closed."""
+        with self._lock:
+            if conn.open and conn.goaway is None and not self._closed:
+                self._idle.append(conn)
+                return
+        self._forget(conn)
+
+    def _forget(self, conn: DirectConnection) -> None:
+        conn.close()
+        with self._lock:
+            self._open -= 1
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for conn in idle:
+            conn.close()
