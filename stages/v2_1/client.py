@@ -504,8 +504,10 @@ class Client(v2_0.Client):
     The API is v2.0's (``proxy``, ``async_proxy``, ``close``), plus ``timeout=`` on the proxies,
     :meth:`aclose` for asyncio code, and ``interceptors``. Every call, from a blocking or an async
     proxy, takes one route: :meth:`invoke`, then the interceptors, then :meth:`exchange` on the
-    server's :class:`Endpoint`. A client serves one event loop: its blocking proxies use its own
-    loop thread, so use either blocking proxies or async proxies with one client.
+    server's :class:`Endpoint`; a blocking proxy's call on a client without interceptors takes a
+    faster one, in the calling thread (:mod:`stages.v2_1.blocking`). A client serves one event
+    loop: its blocking proxies use its own loop thread, so use either blocking proxies or async
+    proxies with one client.
 
     Args:
         host, port: the server's address.
