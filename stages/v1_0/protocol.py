@@ -173,7 +173,7 @@ class FrameCodec:
         """Bytes received but not yet returned as part of a frame."""
         return len(self._buffer) - self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer.
 
         Raises:
