@@ -73,7 +73,7 @@ from typing import Any, cast
 from stages.v2_0 import server as v2_0
 from stages.v2_0.api import api_spec
 from stages.v2_0.errors import ApiDefinitionError, ProtocolError, RemoteProtocolError, Status
-from stages.v2_0.serializers import Invocation, Outcome, Serializer
+from stages.v2_0.serializers import ErrorInfo, Invocation, Outcome, Serializer
 from stages.v2_1 import fastpath
 from stages.v2_1.config import ServerConfig
 from stages.v2_1.heartbeat import Action, Heartbeat
@@ -505,9 +505,14 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
         if self._reading_paused and len(self.running) < self.config.max_concurrent_calls:
             self.wake()
         if call.cancelled():
-            return
-        exc = call.exception()
-        if exc is None:
+            if not isinstance(call, asyncio.Task) or call.cancelling():
+                return  # cancelled by this server (a shutdown, v3.2's CANCEL): nobody waits
+            # The method's own task ended cancelled (it awaited something that was cancelled):
+            # its caller still waits, and gets an error rather than its deadline.
+            status, outcome = Status.INTERNAL, Outcome(error=ErrorInfo(
+                "status.INTERNAL", f"{invocation.method}() was cancelled on the server before "
+                "it finished"))
+        elif (exc := call.exception()) is None:
             status, outcome = Status.OK, Outcome(value=call.result())
         elif isinstance(exc, Exception):
             status, outcome = self.server.error_outcome(exc)

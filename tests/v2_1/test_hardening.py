@@ -549,3 +549,34 @@ def test_the_calls_of_a_closed_connection_are_cancelled() -> None:
         assert errors == []
 
     run(scenario)
+
+
+@rpc_api(namespace="tests")
+class GivesUpApi(abc.ABC):
+    @abc.abstractmethod
+    def gives_up(self) -> int:
+        """Await something that another part of the program cancelled."""
+
+
+class GivesUp(GivesUpApi):
+    async def gives_up(self) -> int:  # type: ignore[override]
+        inner = asyncio.get_running_loop().create_future()
+        inner.cancel()  # say, a helper task cancelled by someone else
+        return await inner  # CancelledError: the call's own task ends cancelled
+
+
+def test_a_method_whose_task_ends_cancelled_is_answered_not_left_to_the_deadline() -> None:
+    # Nobody cancelled the call from outside: its caller still waits, and must hear why.
+    async def scenario() -> None:
+        server = Server(ServerConfig())
+        server.bind(GivesUpApi, GivesUp())
+        async with server:
+            client = Client(*server.address, ClientConfig(timeout=30))
+            started = time.monotonic()
+            with pytest.raises(RemoteError, match=r"gives_up\(\) was cancelled on the server"):
+                await client.async_proxy(GivesUpApi).gives_up()
+            assert time.monotonic() - started < 5  # an answer, not the 30 s deadline
+            assert server.calls_running == 0 and server.connection_count == 1
+            await client.aclose()
+
+    run(scenario)
