@@ -4,8 +4,10 @@ connection while it waits.
 What it must keep of the multiplexed route: answers matched to their call (a late answer of a
 timed-out call is never read by the next one), a server's PING answered and GOAWAY obeyed
 (nothing sent on a connection that is going away), a bounded number of connections (past it,
-the hand-over route), and the hand-over route wherever a call needs the loop (interceptors,
-v3.x). Its heartbeat while a call waits is tested against a black hole in test_faults.
+the hand-over route, and a failed attempt holds no place), the hand-over route wherever a call
+needs the loop (interceptors, v3.x), and the heartbeat of a waiting call: a long call kept alive
+by its pings, a silent server found dead after the idle timeout (and against a black hole, in
+test_faults). Every failure names the server.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from stages.harness.threads import BackgroundServer
 from stages.v2_0.user_stub import UserApi
-from stages.v2_1 import Client, ClientConfig
-from stages.v2_1.blocking import DirectConnection
+from stages.v2_1 import Client, ClientConfig, ServerConfig
+from stages.v2_1.blocking import DirectConnection, DirectPool
 from stages.v2_1.cli import new_server
 from stages.v2_1.errors import ConnectionClosedError, RpcTimeoutError
 from stages.v2_1.protocol import PING_FRAME, Frame, FrameCodec, FrameType, GoAway, goaway_frame
@@ -54,19 +57,31 @@ class ScriptedPeer:
             except OSError:
                 return
             self.accepted += 1
-            threading.Thread(target=self.script, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.script(conn)
+        except ClientLeft:
+            conn.close()
 
     def close(self) -> None:
         self.listener.close()
 
 
+class ClientLeft(Exception):
+    """The client closed the connection: the script has nobody left to serve."""
+
+
 def read_request(conn: socket.socket, codec: FrameCodec) -> Frame:
+    """The next request (ClientLeft if the client closes first)."""
     while True:
         for frame in codec.frames():
             if frame.type == FrameType.REQUEST:
                 return frame
         data = conn.recv(65536)
-        assert data, "the client closed the connection"
+        if not data:
+            raise ClientLeft
         codec.feed(data)
 
 
@@ -204,3 +219,179 @@ def test_a_v3_client_never_takes_the_direct_route() -> None:
     with serving() as address, V3Client(StaticRegistry([f"{address[0]}:{address[1]}"])) as client:
         assert client.proxy(UserApi).get_user(1).id == 1
         assert client.direct.connects == 0
+
+
+def test_a_call_longer_than_the_idle_timeout_is_kept_alive_by_its_pings() -> None:
+    # The waiting caller pings when its heartbeat says so; the server's PONGs are signs of life.
+    config = ClientConfig(heartbeat_interval=0.05, idle_timeout=0.15, timeout=10)
+    server_config = ServerConfig(min_ping_interval=0.01)
+    with BackgroundServer(lambda: new_server(server_config)) as bg, \
+            Client(*bg.address, config) as client:
+        client.proxy(TimerApi).sleep(0.6)  # four idle timeouts without an answer
+        assert client.direct.connects == 1
+
+
+def test_a_silent_server_is_declared_dead_after_the_idle_timeout_and_says_so() -> None:
+    def script(conn: socket.socket) -> None:
+        with conn:  # reads the request and the pings, answers nothing
+            while conn.recv(65536):
+                pass
+
+    peer = ScriptedPeer(script)
+    try:
+        config = ClientConfig(heartbeat_interval=0.05, idle_timeout=0.15, timeout=10)
+        with Client(*peer.address, config) as client:
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosedError) as failed:
+                client.proxy(UserApi).get_user(1)
+            assert time.monotonic() - started < 5  # the idle timeout, not the 10 s deadline
+            assert str(failed.value) == (f"{peer.address[0]}:{peer.address[1]} sent nothing for "
+                                         "0.15 s (heartbeat idle timeout): connection closed as "
+                                         "dead")
+    finally:
+        peer.close()
+
+
+def test_the_closed_connection_error_names_the_server() -> None:
+    def script(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn, FrameCodec())
+
+    peer = ScriptedPeer(script)
+    try:
+        with Client(*peer.address) as client, pytest.raises(ConnectionClosedError) as failed:
+            client.proxy(UserApi).get_user(1)
+        assert str(failed.value) == (f"{peer.address[0]}:{peer.address[1]} closed the "
+                                     "connection before answering")
+    finally:
+        peer.close()
+
+
+def test_a_goaway_sent_while_the_connection_sat_idle_sends_the_next_call_elsewhere() -> None:
+    idle = threading.Event()
+    served: list[int] = []
+
+    def script(conn: socket.socket) -> None:
+        codec = FrameCodec()
+        with conn:
+            request = read_request(conn, codec)
+            served.append(peer.accepted)
+            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"",
+                                            codec=request.codec)))
+            idle.wait(5)  # the client has its answer and gave the connection back
+            conn.sendall(goaway_frame(GoAway.SHUTDOWN))
+            conn.recv(1)  # nothing more is read here, until the client closes
+
+    peer = ScriptedPeer(script)
+    try:
+        pool = DirectPool(lambda: DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0), 1)
+        conn = pool.borrow()
+        assert conn is not None
+        conn.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        pool.give_back(conn)
+        idle.set()
+        deadline = time.monotonic() + 5
+        while conn.goaway is None:  # read by the next borrower, before it sends anything
+            assert time.monotonic() < deadline, "GOAWAY not read"
+            again = pool.borrow()
+            assert again is not None
+            if again is conn:
+                pool.give_back(again)
+        assert again is not conn and not conn.open and conn.goaway is GoAway.SHUTDOWN
+        # Limit 1: the connection that went away no longer counts, so a new one could open.
+        assert pool.connects == 2 and pool.borrow() is None
+        pool.give_back(again)
+        pool.close()
+        assert served == [1]  # nothing was sent on the connection that went away
+    finally:
+        peer.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_limit() -> None:
+    config = ServerConfig(idle_timeout=0.2)
+    with BackgroundServer(lambda: new_server(config)) as bg, \
+            Client(*bg.address, ClientConfig(direct_connections=1)) as client:
+        users = client.proxy(UserApi)
+        assert users.get_user(1).id == 1
+        wait_until(lambda: bg.call(lambda: bg.server.connection_count) == 0, 5,
+                   "the server lets the idle connection go")
+        assert users.get_user(2).id == 2
+        # Found gone at the next call, closed and replaced: still the direct route.
+        assert client.direct.connects == 2 and client.connects == 0
+
+
+class Held:
+    """What the pool needs of a connection (open, goaway, usable, close), and nothing else."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.goaway: GoAway | None = None
+
+    def usable(self) -> bool:
+        return self.open and self.goaway is None
+
+    def close(self) -> None:
+        self.open = False
+
+
+def test_the_pool_counts_what_is_open_through_failed_connects_and_closing() -> None:
+    attempts: list[str] = []
+
+    def connect() -> Any:
+        attempts.append("connect")
+        if len(attempts) == 1:
+            raise ConnectionRefusedError("the server is not there yet")
+        return Held()
+
+    pool = DirectPool(connect, limit=1)
+    with pytest.raises(ConnectionRefusedError):
+        pool.borrow()
+    first = pool.borrow()  # the failed attempt holds no place: there is room for this one
+    assert isinstance(first, Held) and pool.connects == 1
+    assert pool.borrow() is None  # the limit: the caller takes the hand-over route
+    first.goaway = GoAway.SHUTDOWN
+    pool.give_back(first)  # going away: closed, not kept
+    assert not first.open
+    second = pool.borrow()
+    assert isinstance(second, Held) and second is not first and pool.connects == 2
+    pool.close()
+    pool.give_back(second)  # the pool closed meanwhile: closed, not kept
+    assert not second.open and pool.borrow() is None
+
+
+def test_a_goaway_whose_reason_cannot_be_read_still_means_going_away() -> None:
+    def script(conn: socket.socket) -> None:
+        codec = FrameCodec()
+        with conn:
+            request = read_request(conn, codec)
+            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"",
+                                            codec=request.codec)))
+            conn.sendall(codec.encode(Frame(FrameType.GOAWAY, 0, b"\xff\xfe")))
+            conn.recv(1)
+
+    peer = ScriptedPeer(script)
+    try:
+        direct = DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0)
+        direct.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        wait_until(lambda: not direct.usable(), 5, "the GOAWAY read")
+        assert direct.goaway is GoAway.SHUTDOWN
+        direct.close()
+    finally:
+        peer.close()
+
+
+def test_bytes_that_break_the_protocol_fail_the_call_and_name_the_server() -> None:
+    def script(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn, FrameCodec())
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # not a frame
+            conn.recv(1)
+
+    peer = ScriptedPeer(script)
+    try:
+        with Client(*peer.address) as client, pytest.raises(ConnectionClosedError) as failed:
+            client.proxy(UserApi).get_user(1)
+        assert str(failed.value).startswith(
+            f"connection to {peer.address[0]}:{peer.address[1]} failed: ")
+    finally:
+        peer.close()
