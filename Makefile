@@ -53,7 +53,8 @@ bench: setup
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-bench.lock
 	$(BIN)/python -m benchmarks
 
-# Mutation testing of the core modules (codec, heartbeat, serializers, v2.1 client and server):
+# Mutation testing of the core modules (codec, heartbeat, serializers, v2.1 client, server and
+# the blocking proxy's direct route):
 # mutmut, configured in pyproject.toml [tool.mutmut], changes the code in small ways and checks
 # that some test fails for each change. Not part of `make test`: on 2 cores a full run takes well
 # over half an hour. Restricted to the fast in-process tests of those modules (the list and why
