@@ -126,7 +126,9 @@ class Server(v2_0.Server):
         self.runs: dict[tuple[str, str], Run] = {}
         #: Calls running now on every connection: tasks and thread-pool calls.
         self.calls_running = 0
-        #: The same calls, by API address (a call counts until its task or thread ends).
+        #: The same calls, by API address. A call counts until its task or thread ends, or its
+        #: connection is lost: a thread-pool call that already started then runs on uncounted
+        #: (no thread can be stopped), bounded by ``max_workers`` like every pool call.
         self.calls_by_api: collections.Counter[str] = collections.Counter()
         self._waiting_for_room: set[ServerConnection] = set()
         self._pool: ThreadPoolExecutor | None = None
@@ -497,7 +499,9 @@ class ServerConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
 
     def _call_done(self, rid: int, serializer: Serializer, invocation: Invocation,
                    call: asyncio.Future[Any]) -> None:
-        # Runs once per call, when its task or thread ends, whether the connection lives or not.
+        # Runs once per call: when its task or thread ends, or, for a lost connection, as soon as
+        # connection_lost cancels it (the asyncio future of a started thread-pool call is done at
+        # once, while its thread runs on).
         self.server.calls_by_api[invocation.address] -= 1
         if self.running.pop(rid, None) is None:
             return  # the connection is gone: the call was cancelled and counted with it
