@@ -60,7 +60,8 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class ServerProcess(Service):
-    """``python -m <module> server --port 0 <args>`` as a child process.
+    """``python -m <module> server --port 0 <args>`` as a child process, which stops itself if
+    this process dies without stopping it (see :mod:`stages.harness.guard`).
 
     Usage::
 
@@ -82,8 +83,9 @@ class ServerProcess(Service):
         startup_timeout: float = 30.0,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.argv = [sys.executable, "-m", module, "server", "--host", "127.0.0.1", "--port", "0",
-                     *args]
+        # Through the guard, which stops the server if this process dies without stopping it.
+        self.argv = [sys.executable, "-m", "stages.harness.guard", module, "server", "--host",
+                     "127.0.0.1", "--port", "0", *args]
         self.startup_timeout = startup_timeout
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[str] | None = None
@@ -115,9 +117,11 @@ class ServerProcess(Service):
         Raises:
             RuntimeError: it exited or stayed silent past the deadline (its output is included).
         """
+        # Its standard input is a pipe nobody writes to: it ends when this process closes it or
+        # dies, and the guard then stops the server (see stages.harness.guard).
         self.process = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=self.env, start_new_session=True,
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env=self.env, start_new_session=True,
         )
         assert self.process.stdout is not None
         deadline = time.monotonic() + self.startup_timeout
@@ -134,6 +138,8 @@ class ServerProcess(Service):
             if not line:
                 code = self.process.wait()
                 self.process.stdout.close()
+                if self.process.stdin is not None:
+                    self.process.stdin.close()
                 raise RuntimeError(f"{self.argv} exited with {code} before it was ready: "
                                    f"{''.join(self.output)}")
             self.output.append(line)
@@ -191,6 +197,8 @@ class ServerProcess(Service):
             self.output.append(proc.stdout.read())
         if proc.stdout is not None and not self._reader_alive():
             proc.stdout.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
         return proc.returncode
 
     def _reader_alive(self) -> bool:

@@ -13,12 +13,14 @@ import asyncio
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support import wait_until
 
 from stages.harness.peers import EchoPeerClient, GrpcPeerClient, regenerate
 from stages.harness.peers.bench_echo_pb2 import User
@@ -296,3 +298,31 @@ def test_a_child_that_writes_more_than_a_pipe_holds_keeps_serving(tmp_path: Path
         with socket.create_connection(process.address, timeout=10) as conn:
             assert conn.recv(4) == b"done"  # it wrote 500 kB, then still answered
     assert sum(line.startswith("y") for line in process.output) == 5000
+
+
+def test_a_server_process_stops_when_the_process_that_started_it_dies(tmp_path: Path) -> None:
+    # A notebook's kernel killed with its servers running: they must not run on, unseen.
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import time\n"
+        "from stages.harness.process import ServerProcess\n"
+        "server = ServerProcess('stages.v2_1').start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(120)\n")
+    with subprocess.Popen([sys.executable, str(parent)], stdout=subprocess.PIPE,
+                          text=True) as starter:
+        assert starter.stdout is not None
+        child = int(starter.stdout.readline())
+        assert running(child)
+        starter.kill()  # no chance to stop its server: SIGKILL
+        starter.wait()
+    wait_until(lambda: not running(child), 10, "the orphaned server stops")
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
