@@ -43,7 +43,15 @@ from collections.abc import Callable
 
 from stages.v2_0.errors import ConnectionClosedError, ProtocolError, RpcTimeoutError
 from stages.v2_1.heartbeat import Action, Heartbeat
-from stages.v2_1.protocol import PING_FRAME, PONG_FRAME, Frame, FrameCodec, FrameType, GoAway
+from stages.v2_1.protocol import (
+    PING_FRAME,
+    PONG_FRAME,
+    Frame,
+    FrameCodec,
+    FrameType,
+    GoAway,
+    goaway_reason,
+)
 
 __all__ = ["DirectConnection", "DirectPool", "READ_SIZE"]
 
@@ -157,10 +165,7 @@ class DirectConnection:
             elif frame.type == FrameType.PING:
                 self.sock.sendall(PONG_FRAME)
             elif frame.type == FrameType.GOAWAY:
-                try:
-                    self.goaway = GoAway(frame.body.decode("ascii"))
-                except (UnicodeDecodeError, ValueError):
-                    self.goaway = GoAway.SHUTDOWN
+                self.goaway = goaway_reason(frame)
         return answer
 
     def close(self) -> None:

@@ -70,6 +70,7 @@ from stages.v2_1.protocol import (
     FrameCodec,
     FrameType,
     GoAway,
+    goaway_reason,
 )
 from stages.v2_1.reader import OwnBufferReader
 from stages.v2_1.writer import BatchedWriter
@@ -275,10 +276,7 @@ class ClientConnection(BatchedWriter, OwnBufferReader, asyncio.BufferedProtocol)
             self.closed.set_result(None)
 
     def _on_goaway(self, frame: Frame) -> None:
-        try:
-            self.goaway = GoAway(frame.body.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            self.goaway = GoAway.SHUTDOWN
+        self.goaway = goaway_reason(frame)
         log.info("%s sent GOAWAY %s", self.where, self.goaway.value)
         if not self.pending:
             self.close(ConnectionClosedError(f"{self.where} went away ({self.goaway.value})"))

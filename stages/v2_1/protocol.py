@@ -39,7 +39,7 @@ from stages.v1_0.protocol import (  # unchanged since v1.0
 __all__ = [
     "FrameType", "GoAway", "Frame", "FrameCodec", "FrameTooLargeError", "NEED_DATA",
     "PROTOCOL_VERSION", "HEADER_SIZE", "DEFAULT_MAX_FRAME_SIZE", "encode_frame", "dissect",
-    "PING_FRAME", "PONG_FRAME", "goaway_frame",
+    "PING_FRAME", "PONG_FRAME", "goaway_frame", "goaway_reason",
 ]
 
 
@@ -77,3 +77,12 @@ PONG_FRAME = encode_frame(Frame(FrameType.PONG, 0))
 def goaway_frame(reason: GoAway) -> bytes:
     """The encoded GOAWAY frame for ``reason``."""
     return encode_frame(Frame(FrameType.GOAWAY, 0, reason.value.encode("ascii")))
+
+
+def goaway_reason(frame: Frame) -> GoAway:
+    """Why a GOAWAY frame says the server goes away; a reason this side cannot read counts as a
+    shutdown (the connection goes away either way)."""
+    try:
+        return GoAway(frame.body.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return GoAway.SHUTDOWN
