@@ -19,7 +19,6 @@ send 100 bytes for the small one).
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -353,7 +352,6 @@ class RpycClient:
         self._connection.close()
 
 
-_HEADER = struct.Struct("!I")  # the echo peer's frame header: the body's length
 
 
 class EchoSocket:
@@ -370,20 +368,9 @@ class EchoSocket:
         return cls(sock)
 
     def caller(self, workload: Workload) -> Callable[[], object]:
-        sock, frame = self._sock, _HEADER.pack(len(workload.payload)) + workload.payload
-        answer = memoryview(bytearray(len(frame)))
+        from stages.harness.peers.echo_peer import blocking_call
 
-        def call() -> bytes:
-            sock.sendall(frame)
-            got = 0
-            while got < len(answer):
-                n = sock.recv_into(answer[got:])
-                if not n:
-                    raise ConnectionResetError("the echo server closed the connection")
-                got += n
-            return answer[_HEADER.size:].tobytes()
-
-        return call
+        return blocking_call(self._sock, workload.payload)
 
     def close(self) -> None:
         self._sock.close()

@@ -49,8 +49,7 @@ from stages.harness.bench import (
     measure_closed_loop,
     measure_sequential,
 )
-from stages.harness.peers.echo_peer import EchoPeerClient
-from stages.harness.peers.echo_peer import encode as echo_frame
+from stages.harness.peers.echo_peer import EchoPeerClient, blocking_call
 from stages.harness.peers.grpc_peer import GrpcPeerClient
 from stages.harness.process import ServerProcess, cpu_seconds
 from stages.v2_0.api import api_spec, rpc_api
@@ -410,16 +409,4 @@ def socket_to_echo(host: str, port: int) -> Iterator[Callable[[], bytes]]:
     """A call of 100 bytes there and back on a plain blocking socket to the bare echo."""
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        request = echo_frame(SMALL_BODY)
-
-        def call() -> bytes:
-            sock.sendall(request)
-            got = bytearray()
-            while len(got) < len(request):
-                chunk = sock.recv(len(request) - len(got))
-                if not chunk:
-                    raise ConnectionError("the echo closed the connection")
-                got += chunk
-            return bytes(got)
-
-        yield call
+        yield blocking_call(sock, SMALL_BODY)

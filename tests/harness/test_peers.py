@@ -24,7 +24,13 @@ from support import wait_until
 
 from stages.harness.peers import EchoPeerClient, GrpcPeerClient, regenerate
 from stages.harness.peers.bench_echo_pb2 import User
-from stages.harness.peers.echo_peer import HEADER, EchoServer, complete_prefix, encode
+from stages.harness.peers.echo_peer import (
+    HEADER,
+    EchoServer,
+    blocking_call,
+    complete_prefix,
+    encode,
+)
 from stages.harness.peers.grpc_peer import make_user
 from stages.harness.process import ServerProcess
 
@@ -326,3 +332,10 @@ def running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_blocking_call_to_the_echo_gets_its_bytes_back_each_time(
+        echo_server: ServerProcess) -> None:
+    with socket.create_connection(echo_server.address, timeout=10) as sock:
+        small, large = blocking_call(sock, b"abc"), blocking_call(sock, bytes(range(256)) * 400)
+        assert [small(), large(), small()] == [b"abc", bytes(range(256)) * 400, b"abc"]

@@ -37,10 +37,11 @@ Use::
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 from stages.harness.lifecycle import AsyncClosing, AsyncService
@@ -52,6 +53,7 @@ __all__ = [
     "EchoServerProtocol",
     "HEADER",
     "MAX_BODY",
+    "blocking_call",
     "complete_prefix",
     "encode",
     "main",
@@ -77,6 +79,26 @@ def encode(body: bytes) -> bytes:
     if len(body) > MAX_BODY:
         raise ValueError(f"body of {len(body)} bytes exceeds MAX_BODY ({MAX_BODY})")
     return HEADER.pack(len(body)) + body
+
+
+def blocking_call(sock: socket.socket, body: bytes) -> Callable[[], bytes]:
+    """A call on a plain blocking socket connected to the echo: ``sendall`` the framed ``body``,
+    then read the whole answer into a buffer kept between calls; returns the body sent back.
+    The floor the blocking proxies are held to (benchmarks, notebook 03a)."""
+    frame = encode(body)
+    answer = memoryview(bytearray(len(frame)))
+
+    def call() -> bytes:
+        sock.sendall(frame)
+        got = 0
+        while got < len(answer):
+            received = sock.recv_into(answer[got:])
+            if not received:
+                raise ConnectionResetError("the echo server closed the connection")
+            got += received
+        return answer[HEADER.size:].tobytes()
+
+    return call
 
 
 def complete_prefix(data: bytes | bytearray | memoryview) -> int:
