@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any, Final
 
 from benchmarks.clients import Target, looks_right
-from benchmarks.measure import WrongAnswer, measure_async, measure_threads
+from benchmarks.measure import CellRun, WrongAnswer, measure_async, measure_threads
 from benchmarks.servers import new_loop_factory
 from benchmarks.systems import ECHO, GRPC_AIO, System
 from benchmarks.workloads import Workload, calls_for, skip_reason, warmup_for
@@ -257,15 +257,27 @@ async def _run_async(system: System, target: Target, server_pid: int,
             except Exception as exc:
                 if not answered:
                     raise Broken(f"its first call failed: {type(exc).__name__}: {exc}") from exc
-                log(f"  {label} failed: {type(exc).__name__}: {exc}")  # the other cells still run
-                results.fail((system.id, workload.name, level), repetition, exc)
+                _failed(results, log, (system.id, workload.name, level), repetition, label, exc)
                 continue
-            record = run.record()
-            results.add((system.id, workload.name, level), repetition, record)
-            _logged(log, label, record)
+            _measured(results, log, (system.id, workload.name, level), repetition, label, run)
     finally:
         async with asyncio.timeout(FIRST_CALL_TIMEOUT):
             await client.aclose()
+
+
+def _measured(results: Results, log: Log, key: Key, repetition: int, label: str,
+              run: CellRun) -> None:
+    """Keep one cell's measurement, and say what it measured."""
+    record = run.record()
+    results.add(key, repetition, record)
+    _logged(log, label, record)
+
+
+def _failed(results: Results, log: Log, key: Key, repetition: int, label: str,
+            exc: Exception) -> None:
+    """Keep one cell's failure, and say so; the other cells still run."""
+    log(f"  {label} failed: {type(exc).__name__}: {exc}")
+    results.fail(key, repetition, exc)
 
 
 def _opener(system: System, target: Target, shared: Any,
@@ -294,13 +306,10 @@ def _run_threads(system: System, target: Target, server_pid: int,
                                       partial(looks_right, workload), calls=calls, level=level,
                                       warmup=warmup_for(calls, level), server_pid=server_pid,
                                       label=label)
-            except Exception as exc:  # recorded; the other cells still run
-                log(f"  {label} failed: {type(exc).__name__}: {exc}")
-                results.fail((system.id, workload.name, level), repetition, exc)
+            except Exception as exc:
+                _failed(results, log, (system.id, workload.name, level), repetition, label, exc)
                 continue
-            record = run.record()
-            results.add((system.id, workload.name, level), repetition, record)
-            _logged(log, label, record)
+            _measured(results, log, (system.id, workload.name, level), repetition, label, run)
     finally:
         if shared is not None:
             shared.close()
