@@ -176,11 +176,9 @@ class _Series(Collector):
 
     def collect(self) -> Iterator[Metric]:
         side, sources = self.side, list(self.sources)
-        calls = CounterMetricFamily(f"rpc_{side}_calls", _CALLS_HELP[side],
-                                    labels=["api", "method", _CALLS_LABEL[side]])
-        for key, count in _added(dict(s.calls.counts) for s in sources):
-            calls.add_metric(list(key), count)
-        yield calls
+        yield _tallied(CounterMetricFamily(f"rpc_{side}_calls", _CALLS_HELP[side],
+                                           labels=["api", "method", _CALLS_LABEL[side]]),
+                       [s.calls for s in sources])
         durations = HistogramMetricFamily(f"rpc_{side}_call_duration_seconds",
                                           _DURATION_HELP[side], labels=["api", "method"])
         totals: dict[tuple[str, ...], list[float]] = {}
@@ -197,16 +195,13 @@ class _Series(Collector):
             durations.add_metric(list(key), buckets, sum_value=counts[-1])
         yield durations
         if side == "client":
-            in_flight = GaugeMetricFamily("rpc_client_calls_in_flight",
-                                          "Calls waiting for their answer", labels=["api"])
-            for key, count in _added(dict(s.in_flight.counts) for s in sources):
-                in_flight.add_metric(list(key), count)
-            yield in_flight
-            attempts = CounterMetricFamily("rpc_client_attempts", "Attempts sent to each provider",
-                                           labels=["api", "provider", "outcome"])
-            for key, count in _added(dict(s.attempts.counts) for s in sources):
-                attempts.add_metric(list(key), count)
-            yield attempts
+            yield _tallied(GaugeMetricFamily("rpc_client_calls_in_flight",
+                                             "Calls waiting for their answer", labels=["api"]),
+                           [s.in_flight for s in sources])
+            yield _tallied(CounterMetricFamily("rpc_client_attempts",
+                                               "Attempts sent to each provider",
+                                               labels=["api", "provider", "outcome"]),
+                           [s.attempts for s in sources])
 
 
 #: The ``le`` label of each bucket, as prometheus_client writes it.
@@ -217,11 +212,15 @@ _DURATION_HELP: Final = {"client": "Time from a call to its answer or failure, a
                          "server": "Time from a request's arrival to its answer"}
 
 
-def _added(tallies: Iterator[dict[tuple[str, ...], int]]) -> list[tuple[tuple[str, ...], int]]:
+def _tallied(family: CounterMetricFamily | GaugeMetricFamily, tallies: list[Tally]) -> Metric:
+    """``family`` with one sample per label values: the sum of every tally's count (each dict
+    copied first, see :class:`Tally`)."""
     total: collections.Counter[tuple[str, ...]] = collections.Counter()
-    for counts in tallies:
-        total.update(counts)
-    return sorted(total.items())
+    for tally in tallies:
+        total.update(dict(tally.counts))
+    for key, count in sorted(total.items()):
+        family.add_metric(list(key), count)
+    return family
 
 
 class CallCounts:
