@@ -85,6 +85,21 @@ def read_request(conn: socket.socket, codec: FrameCodec) -> Frame:
         codec.feed(data)
 
 
+def respond(conn: socket.socket, codec: FrameCodec, request: Frame, body: bytes = b"") -> None:
+    """Send the RESPONSE frame of ``request``."""
+    conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, body,
+                                    codec=request.codec)))
+
+
+def direct_to(address: tuple[str, int]) -> DirectConnection:
+    """A direct connection with a 1 s heartbeat and a 3 s idle timeout."""
+    return DirectConnection(address, 1 << 20, 3.0, 1.0, 3.0)
+
+
+#: Any request: the scripted peers answer it without reading it.
+A_REQUEST = Frame(FrameType.REQUEST, 0, b"x", codec=2)
+
+
 def test_a_blocking_call_owns_a_direct_connection_and_gives_it_back() -> None:
     with serving() as address, Client(*address) as client:
         users = client.proxy(UserApi)
@@ -139,15 +154,14 @@ def test_goaway_on_an_idle_connection_is_read_before_anything_is_sent_on_it() ->
         with conn:
             request = read_request(conn, codec)
             requests.append(request.request_id)
-            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"",
-                                            codec=request.codec, status=0)))
+            respond(conn, codec, request)
             conn.sendall(goaway_frame(GoAway.IDLE))
             conn.recv(1)  # then nothing more is read here, until the client closes
 
     peer = ScriptedPeer(script)
     try:
-        direct = DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0)
-        answer = direct.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        direct = direct_to(peer.address)
+        answer = direct.call(A_REQUEST, 5)
         assert answer.type == FrameType.RESPONSE and requests == [answer.request_id]
         deadline = time.monotonic() + 5
         while direct.usable():
@@ -172,13 +186,12 @@ def test_a_servers_ping_is_answered_while_a_call_waits() -> None:
                     return
                 codec.feed(data)
                 pongs.extend(f for f in codec.frames() if f.type == FrameType.PONG)
-            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"ok",
-                                            codec=request.codec)))
+            respond(conn, codec, request, b"ok")
 
     peer = ScriptedPeer(script)
     try:
-        direct = DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0)
-        answer = direct.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        direct = direct_to(peer.address)
+        answer = direct.call(A_REQUEST, 5)
         assert answer.body == b"ok" and len(pongs) == 1
         direct.close()
     finally:
@@ -276,18 +289,17 @@ def test_a_goaway_sent_while_the_connection_sat_idle_sends_the_next_call_elsewhe
         with conn:
             request = read_request(conn, codec)
             served.append(peer.accepted)
-            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"",
-                                            codec=request.codec)))
+            respond(conn, codec, request)
             idle.wait(5)  # the client has its answer and gave the connection back
             conn.sendall(goaway_frame(GoAway.SHUTDOWN))
             conn.recv(1)  # nothing more is read here, until the client closes
 
     peer = ScriptedPeer(script)
     try:
-        pool = DirectPool(lambda: DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0), 1)
+        pool = DirectPool(lambda: direct_to(peer.address), 1)
         conn = pool.borrow()
         assert conn is not None
-        conn.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        conn.call(A_REQUEST, 5)
         pool.give_back(conn)
         idle.set()
         deadline = time.monotonic() + 5
@@ -364,15 +376,14 @@ def test_a_goaway_whose_reason_cannot_be_read_still_means_going_away() -> None:
         codec = FrameCodec()
         with conn:
             request = read_request(conn, codec)
-            conn.sendall(codec.encode(Frame(FrameType.RESPONSE, request.request_id, b"",
-                                            codec=request.codec)))
+            respond(conn, codec, request)
             conn.sendall(codec.encode(Frame(FrameType.GOAWAY, 0, b"\xff\xfe")))
             conn.recv(1)
 
     peer = ScriptedPeer(script)
     try:
-        direct = DirectConnection(peer.address, 1 << 20, 3.0, 1.0, 3.0)
-        direct.call(Frame(FrameType.REQUEST, 0, b"x", codec=2), 5)
+        direct = direct_to(peer.address)
+        direct.call(A_REQUEST, 5)
         wait_until(lambda: not direct.usable(), 5, "the GOAWAY read")
         assert direct.goaway is GoAway.SHUTDOWN
         direct.close()
