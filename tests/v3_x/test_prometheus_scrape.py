@@ -53,11 +53,13 @@ async def scrape_and_check(targets: list[str], client: Client) -> None:
         prometheus.wait_for_targets_up(3, timeout=30)
         users = client.async_proxy(UserApi)
         seconds = []
-        # In two halves, with a scrape between them: a rate needs a counter that grew
-        # between two scrapes (a series first seen at its final value has rate 0).
+        # In two halves, with a scrape of every target between them: a rate needs a counter
+        # that grew between two scrapes (a series first seen at its final value has none). The
+        # targets are scraped at their own moments: each side's count is awaited.
         for i in range(CALLS):
             if i == CALLS // 2:
                 total(prometheus, 'sum(rpc_client_calls_total{outcome="ok"})', i)
+                total(prometheus, 'sum(rpc_server_calls_total{method="get_user"})', i)
             started = time.perf_counter()
             await users.get_user(1 + i)
             seconds.append(time.perf_counter() - started)
