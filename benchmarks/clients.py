@@ -222,7 +222,8 @@ class GrpcAio:
 
 
 class _BlockingProxyClient:
-    """A stage client called through blocking proxies (its own loop thread makes the calls)."""
+    """A stage client called through blocking proxies (each call made in the calling thread, on
+    a connection it owns meanwhile; the client's loop thread takes what exceeds its pool)."""
 
     def __init__(self, client: Any) -> None:
         from stages.v2_0.user_stub import InventoryApi, UserApi

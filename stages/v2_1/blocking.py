@@ -29,9 +29,10 @@ frames, the serializers and the errors are v2.1's; only who waits changes:
   was sent on it, so nothing is lost.
 * **A timed-out connection is closed**, not reused: its answer may still arrive, and the next
   call must not read it. The server sees the connection end and cancels the call.
-* The route is only for calls that need nothing from the loop: a client with interceptors, TLS,
-  or a first frame to send (v3.x's balancer, metrics and token are all on the loop) calls through
-  the hand-over route.
+* The route is only for calls that need nothing from the loop: a client with interceptors (they
+  are coroutines), TLS, or a first frame to send (v3.3's token) calls through the hand-over
+  route. v3.x's blocking proxies use the same connections, one pool per provider, and take the
+  balancer's and breakers' decisions in the calling thread (``stages.v3_x.client``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class DirectConnection:
         # Reads land in a buffer kept for the connection's life, as v2.1's loop reads do (see
         # stages.v2_1.reader: a new 256 KiB object per read would cost mmap and munmap calls).
         self._buffer = bytearray(READ_SIZE)
+
+    @property
+    def calls(self) -> int:
+        """Calls made on this connection so far."""
+        return self._last_id
 
     def usable(self) -> bool:
         """Read, without waiting, what the server sent while the connection sat idle; True if

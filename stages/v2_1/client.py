@@ -556,16 +556,9 @@ class Client(v2_0.Client):
         spec, ser = self._prepare(interface, serializer)
 
         def call(method: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            # The per-call timeout is read here, in the caller's thread and context. The call
-            # runs in this thread on a connection of its own where it can, else on the client's
-            # loop thread, on the same route as an async call.
-            deadline = _call_timeout.get() or timeout
-            if self._direct_route():
-                request = self.request_frame(spec, method.name, args, kwargs, ser)
-                answer = self._call_direct(request, self._timeout(deadline))
-                if answer is not None:
-                    return self.read_outcome(answer, ser)
-            return self._loop().run(self.invoke(spec, method.name, args, kwargs, ser, deadline))
+            # The per-call timeout is read here, in the caller's thread and context.
+            return self._blocking_call(spec, method.name, args, kwargs, ser,
+                                       _call_timeout.get() or timeout)
 
         return cast(T, v2_0.make_proxy_class(spec, asynchronous=False)(call, self._target()))
 
@@ -581,18 +574,29 @@ class Client(v2_0.Client):
 
         return v2_0.make_proxy_class(spec, asynchronous=True)(call, self._target())
 
-    #: Whether blocking calls may take the direct route; v3.x's never do (its balancer,
-    #: breakers and metrics run on the loop).
-    direct_calls = True
+    def _blocking_call(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
+                       kwargs: dict[str, Any], serializer: Serializer,
+                       timeout: float | None) -> Any:
+        """A blocking proxy's call: in this thread on a connection of its own where it can
+        (see :mod:`stages.v2_1.blocking`), else on the client's loop thread, on the same route
+        as an async call."""
+        if self._direct_route():
+            request = self.request_frame(spec, method, args, kwargs, serializer)
+            answer = self._call_direct(request, self._timeout(timeout))
+            if answer is not None:
+                return self.read_outcome(answer, serializer)
+        return self._loop().run(self.invoke(spec, method, args, kwargs, serializer, timeout))
 
     def _direct_route(self) -> bool:
-        """Whether a blocking call may run in its own thread (see :mod:`stages.v2_1.blocking`):
-        nothing of the call needs the loop (no interceptor, no TLS, no first frame), and this is
-        not the loop's own thread."""
-        loop_thread = self._loop_thread
-        return (self.direct_calls and not self.interceptors and self.endpoint.ssl is None
+        """Whether a blocking call may run in its own thread: nothing of the call needs the
+        loop (no interceptor, no TLS, no first frame), and this is not the loop's own thread."""
+        return (not self.interceptors and self.endpoint.ssl is None
                 and self.endpoint.hello is None and time.monotonic() >= self._direct_after
-                and (loop_thread is None or threading.current_thread() is not loop_thread.thread))
+                and not self._on_loop_thread())
+
+    def _on_loop_thread(self) -> bool:
+        loop_thread = self._loop_thread
+        return loop_thread is not None and threading.current_thread() is loop_thread.thread
 
     def _direct_connection(self) -> DirectConnection:
         config = self.config

@@ -33,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -45,6 +47,7 @@ from stages.v1_0.protocol import Frame
 from stages.v2_0.api import ApiSpec, api_spec
 from stages.v2_0.serializers import Serializer
 from stages.v2_1 import client as v2_1
+from stages.v2_1.blocking import DirectConnection, DirectPool
 from stages.v2_1.client import Call, Endpoint, Interceptor
 from stages.v3_x import deadline, security
 from stages.v3_x.balancer import Balancer, Candidate, make_balancer
@@ -65,7 +68,7 @@ from stages.v3_x.registry import ProviderInfo, Registry
 from stages.v3_x.retry import RetryBudget
 from stages.v3_x.settings import ApiSettings
 
-__all__ = ["Client", "View", "Attempt"]
+__all__ = ["Client", "View", "Attempt", "Called", "Step"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,30 @@ class Attempt(NamedTuple):
     error: str | None
 
 
+class Called(NamedTuple):
+    """One call once it ended, every attempt and any fallback in, as ``Client.call_listeners``
+    receive it (v3.3's metrics listen).
+
+    Attributes:
+        api, method: what was called.
+        seconds: from the call to its value or its failure.
+        error: what the caller got raised, or None if it got a value.
+    """
+
+    api: str
+    method: str
+    seconds: float
+    error: BaseException | None
+
+
+class Step(NamedTuple):
+    """The next attempt of a call, as :meth:`Client._plan` decides it: send the request to the
+    provider ``key`` and wait at most ``timeout`` seconds for its answer."""
+
+    key: str
+    timeout: float
+
+
 class Client(v2_1.Client):
     """Calls the providers of interfaces listed in a registry.
 
@@ -120,7 +147,10 @@ class Client(v2_1.Client):
             users.get_user(1)          # some provider of UserApi, chosen by the balancer
 
     The client starts the registry on its own event loop when it first needs it (the registry
-    is then used from that loop only), and closes it with the client.
+    is then used from that loop only), and closes it with the client. Calls from async proxies
+    run on that loop; calls from blocking proxies run in their callers' threads once the
+    interface's providers are known (see :meth:`_blocking_call`), and share the same views,
+    balancer, breakers and counters, under :attr:`state_lock`.
 
     Args:
         registry: where the providers are listed.
@@ -171,6 +201,16 @@ class Client(v2_1.Client):
         #: provider refused it while going away), "ejections" (providers set aside by outlier
         #: detection), fallbacks, failsafe defaults, forks.
         self.stats: collections.Counter[str] = collections.Counter()
+        #: Called with every call once it ended (v3.3's metrics listen).
+        self.call_listeners: list[Callable[[Called], None]] = []
+        #: Calls waiting for their answer, by API address.
+        self.in_flight: collections.Counter[str] = collections.Counter()
+        #: Held while the state above changes or is decided on: views and candidates, breakers,
+        #: retry budget, outlier records, counters; listeners are called holding it. The loop's
+        #: thread and the threads of blocking calls both take it, never across any I/O.
+        self.state_lock = threading.Lock()
+        #: The connections blocking calls own while they wait, one pool per provider.
+        self.direct_pools: dict[str, DirectPool] = {}
 
     def _target(self) -> str:
         return self.registry.describe()
@@ -224,6 +264,11 @@ class Client(v2_1.Client):
     def _update(self, view: View, providers: Mapping[str, ProviderInfo]) -> None:
         """The registry's current list (on the client's loop): new providers become candidates,
         removed ones leave, weights follow their entries."""
+        with self.state_lock:
+            self._replace_providers(view, providers)
+        log.debug("%s: %d providers", view.api_address, len(view.candidates))
+
+    def _replace_providers(self, view: View, providers: Mapping[str, ProviderInfo]) -> None:
         view.changes += 1
         gone = view.providers.keys() - providers.keys()
         view.providers = dict(providers)
@@ -248,7 +293,6 @@ class Client(v2_1.Client):
                                                ssl=self._tls, hello=hello)
             else:
                 endpoint.hello = hello  # a provider back with a new token: for new connections
-        log.debug("%s: %d providers", view.api_address, len(view.candidates))
 
     # -- the config center (v3.3) ---------------------------------------------------------------
 
@@ -259,22 +303,23 @@ class Client(v2_1.Client):
             settings = ApiSettings.parse(data, version)
             self._check_fallbacks(api_address, settings)
         except ConfigError as exc:
-            self.settings_refused += 1
+            self.settings_refused += 1  # only the loop's thread counts it
             kept = self.settings.get(api_address)
             log.warning("settings of %s (version %d) refused, version %s stays in force: %s",
                         api_address, version, kept.version if kept else "none", exc)
             return
-        self.settings[api_address] = settings
-        if settings.balancer is not None:
-            self._balancers[api_address] = make_balancer(settings.balancer, self._rng)
-        else:
-            self._balancers.pop(api_address, None)
-        self._effective.clear()
-        view = self.views.get(api_address)
-        if view is not None:
-            for key, info in view.providers.items():
-                if key in view.candidates:
-                    view.candidates[key].weight = self._weight(api_address, info)
+        with self.state_lock:
+            self.settings[api_address] = settings
+            if settings.balancer is not None:
+                self._balancers[api_address] = make_balancer(settings.balancer, self._rng)
+            else:
+                self._balancers.pop(api_address, None)
+            self._effective.clear()
+            view = self.views.get(api_address)
+            if view is not None:
+                for key, info in view.providers.items():
+                    if key in view.candidates:
+                        view.candidates[key].weight = self._weight(api_address, info)
         log.info("settings of %s version %d applied", api_address, version)
         loop = asyncio.get_running_loop()
         report = loop.create_task(self.registry.report_settings(api_address, version))
@@ -348,45 +393,68 @@ class Client(v2_1.Client):
                      kwargs: dict[str, Any], serializer: Serializer,
                      timeout: float | None = None) -> Any:
         """v2.1's invoke; a call without a timeout of its own takes the config center's."""
-        if timeout is None and (settings := self.settings.get(spec.address)) is not None:
+        return await super().invoke(spec, method, args, kwargs, serializer,
+                                    self._settings_timeout(spec.address, method, timeout))
+
+    def _settings_timeout(self, api_address: str, method: str,
+                          timeout: float | None) -> float | None:
+        if timeout is None and (settings := self.settings.get(api_address)) is not None:
             timeout = settings.for_method(method).timeout
-        return await super().invoke(spec, method, args, kwargs, serializer, timeout)
+        return timeout
 
     async def _send(self, call: Call) -> Any:
         """The end of the interceptor chain: the call's policy decides what a failure means."""
-        policy = self.policy_for(call)
-        if policy.force_fallback:
-            assert policy.fallback is not None
-            self.stats["forced fallbacks"] += 1
-            return policy.fallback(*call.args, **call.kwargs)
-        try:
-            if policy.mode == "forking":
-                return await self._forking(call, policy)
-            return await self._attempts(call, policy)
-        except TransportError as exc:  # not answered: unreachable, lost, too late, refused
-            if policy.fallback is not None:
-                self.stats["fallbacks"] += 1
-                return policy.fallback(*call.args, **call.kwargs)
-            if policy.mode == "failsafe":
-                self.stats["failsafe defaults"] += 1
-                log.warning("%s() failed (%s: %s); failsafe: returning the default",
-                            call.method, type(exc).__name__, exc)
-                return policy.default
-            raise
+        with self.state_lock:
+            policy = self.policy_for(call)
+        with _Counted(self, call):
+            if policy.force_fallback:
+                return self._fallback(call, policy, "forced fallbacks")
+            try:
+                if policy.mode == "forking":
+                    return await self._forking(call, policy)
+                return await self._attempts(call, policy)
+            except TransportError as exc:  # not answered: unreachable, lost, too late, refused
+                return self._gave_up(call, policy, exc)
 
-    async def _attempts(self, call: Call, policy: CallPolicy) -> Any:
-        """Send the call to a provider chosen by the balancer; on a failure, to another one when
-        the call was not run, or (failover) when it is idempotent and retries and budget allow."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + call.timeout
-        view = await self.view(call.spec.address)
-        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
-                                     call.serializer)
-        self.budget.deposit(loop.time())
+    def _gave_up(self, call: Call, policy: CallPolicy, exc: TransportError) -> Any:
+        """A call that was not answered: its fallback's value, or the failsafe default, or
+        (fail fast, failover) the error raised."""
+        if policy.fallback is not None:
+            return self._fallback(call, policy, "fallbacks")
+        if policy.mode == "failsafe":
+            with self.state_lock:
+                self.stats["failsafe defaults"] += 1
+            log.warning("%s() failed (%s: %s); failsafe: returning the default",
+                        call.method, type(exc).__name__, exc)
+            return policy.default
+        raise exc
+
+    def _fallback(self, call: Call, policy: CallPolicy, counted: str) -> Any:
+        assert policy.fallback is not None
+        with self.state_lock:
+            self.stats[counted] += 1
+        return policy.fallback(*call.args, **call.kwargs)
+
+    def _plan(self, view: View, call: Call, policy: CallPolicy,
+              deadline: float) -> Generator[Step, tuple[Frame, bool], Frame]:
+        """The decisions of one call's attempts, apart from their I/O: the provider of each
+        attempt, chosen by the balancer, and what a failure means. A call that was certainly not
+        run goes to another provider; one that was sent and may have run goes to another only
+        (failover) when it is idempotent, and retries and the budget allow.
+
+        A generator, driven by the route that does the I/O (:meth:`_attempts` on the loop,
+        :meth:`_blocking_attempts` in a blocking caller's thread) under :attr:`state_lock`. It
+        yields each attempt as a :class:`Step`; the route sends it back the answer, with whether
+        its time measures the provider (not if it included opening the connection), or throws
+        in the attempt's :class:`TransportError`. It returns the answering frame, or raises
+        what the caller gets. Closed before its end (the caller was cancelled), it gives back
+        what the attempt held.
+        """
+        self.budget.deposit(time.monotonic())
         tried: set[str] = set()
         failovers = 0
         while True:
-            now = loop.time()
+            now = time.monotonic()
             chosen = self._choose(view, call, tried, now)
             tried.add(chosen.key)
             breaker = self.breaker(chosen.key, call.method, now)
@@ -398,21 +466,18 @@ class Client(v2_1.Client):
                     breaker.release(now)
                 raise RpcTimeoutError(f"no answer for {call.method}() within {call.timeout:.3g} s")
             chosen.started()
-            # A call that must open the connection first takes a handshake longer (a TLS one,
-            # several): its time would make the provider look slow to p2c for tens of seconds.
-            connected = self.endpoints[chosen.key].usable
             try:
-                frame = await self._send_to(view, chosen.key, request, remaining, call.method)
+                frame, measured = yield Step(chosen.key, remaining)
             except (ConnectionClosedError, RpcTimeoutError) as exc:
                 self._finished(chosen, breaker, True, now)
                 self._unanswered(view, chosen.key, exc)
                 # It was sent, and may have run: only an idempotent call goes elsewhere, and only
                 # if it can (time left, another provider): a retry that cannot be sent is neither
                 # counted nor paid for, and the caller gets this error, the real one.
-                if policy.mode == "failover" and failovers < policy.retries \
-                        and deadline > loop.time() \
-                        and self._can_choose(view, call, tried, loop.time()) \
-                        and self.budget.try_withdraw(loop.time()):
+                later = time.monotonic()
+                if policy.mode == "failover" and failovers < policy.retries and deadline > later \
+                        and self._can_choose(view, call, tried, later) \
+                        and self.budget.try_withdraw(later):
                     failovers += 1
                     self.stats["retries"] += 1
                     continue
@@ -423,47 +488,89 @@ class Client(v2_1.Client):
                 log.info("%s unreachable (%s): trying another provider", chosen.key, exc)
                 self.stats["redirects"] += 1
                 continue  # no connection: nothing was sent
+            except GeneratorExit:  # the caller stopped waiting: the attempt says nothing
+                chosen.finished(None)
+                if breaker is not None:
+                    breaker.release(now)
+                raise
             if frame.status == Status.UNAVAILABLE:
-                chosen.finished(loop.time() - now)
+                chosen.finished(time.monotonic() - now)
                 if breaker is not None:
                     breaker.release(now)
                 self.stats["redirects"] += 1
                 continue  # refused without being run (going away, or overloaded)
             # An answer, even an exception the remote method raised, is a success for the
             # breaker and the outlier detector: the provider works.
-            self._finished(chosen, breaker, False, now, measured=connected)
+            self._finished(chosen, breaker, False, now, measured=measured)
             if self.outliers is not None:
-                self.outliers.answered(chosen.key, loop.time())
-            return self.read_outcome(frame, call.serializer)
+                self.outliers.answered(chosen.key, time.monotonic())
+            return frame
+
+    async def _attempts(self, call: Call, policy: CallPolicy) -> Any:
+        """Make the attempts :meth:`_plan` decides, on the client's loop."""
+        deadline = time.monotonic() + call.timeout
+        view = await self.view(call.spec.address)
+        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
+                                     call.serializer)
+        plan = self._plan(view, call, policy, deadline)
+        try:
+            with self.state_lock:
+                step = next(plan)
+            while True:
+                # A call that must open the connection first takes a handshake longer (a TLS
+                # one, several): its time would make the provider look slow to p2c for a while.
+                measured = self.endpoints[step.key].usable
+                try:
+                    frame = await self._send_to(view, step.key, request, step.timeout,
+                                                call.method)
+                except TransportError as exc:
+                    with self.state_lock:
+                        step = plan.throw(exc)
+                else:
+                    with self.state_lock:
+                        step = plan.send((frame, measured))
+        except StopIteration as done:
+            return self.read_outcome(done.value, call.serializer)
+        finally:
+            with self.state_lock:
+                plan.close()
 
     async def _forking(self, call: Call, policy: CallPolicy) -> Any:
         """Send the call to ``policy.forks`` providers at once; the first answer wins."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         view = await self.view(call.spec.address)
         request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
                                      call.serializer)
         chosen: list[Candidate] = []
-        try:
-            while len(chosen) < policy.forks:
-                chosen.append(self._choose(view, call, {c.key for c in chosen}, now))
-        except NoProviderError:
-            if not chosen:
-                raise
-        self.stats["forks"] += len(chosen) - 1
+        with self.state_lock:
+            try:
+                while len(chosen) < policy.forks:
+                    chosen.append(self._choose(view, call, {c.key for c in chosen}, now))
+            except NoProviderError:
+                if not chosen:
+                    raise
+            self.stats["forks"] += len(chosen) - 1
+            for candidate in chosen:
+                candidate.started()
 
         async def one(candidate: Candidate) -> Frame:
-            candidate.started()
             try:
                 frame = await self._send_to(view, candidate.key, request, call.timeout,
                                             call.method)
             except TransportError as exc:
-                candidate.finished(loop.time() - now)
-                self._unanswered(view, candidate.key, exc)
+                with self.state_lock:
+                    candidate.finished(time.monotonic() - now)
+                    self._unanswered(view, candidate.key, exc)
                 raise
-            candidate.finished(loop.time() - now)
-            if self.outliers is not None:
-                self.outliers.answered(candidate.key, loop.time())
+            except asyncio.CancelledError:  # another provider answered first
+                with self.state_lock:
+                    candidate.finished(None)
+                raise
+            with self.state_lock:
+                candidate.finished(time.monotonic() - now)
+                if self.outliers is not None:
+                    self.outliers.answered(candidate.key, time.monotonic())
             return frame
 
         tasks = [loop.create_task(one(c)) for c in chosen]
@@ -489,8 +596,7 @@ class Client(v2_1.Client):
         caller stops waiting: its deadline passed, or the call was cancelled (a forked call
         that another provider answered first). Every attempt is an event for
         ``attempt_listeners`` (v3.3's metrics listen)."""
-        info = view.providers.get(key)
-        features = info.features if info is not None else ()
+        features = self._features(view, key)
         endpoint = self.endpoints[key]
         sent = deadline.timed(request, timeout) if "deadline" in features else request
         started = time.perf_counter()
@@ -507,11 +613,115 @@ class Client(v2_1.Client):
             error = type(exc).__name__
             raise
         finally:
-            if self.attempt_listeners:
-                event = Attempt(view.api_address, method, key, time.perf_counter() - started,
-                                error)
+            self._attempted(view.api_address, method, key, started, error)
+
+    @staticmethod
+    def _features(view: View, key: str) -> tuple[str, ...]:
+        info = view.providers.get(key)
+        return info.features if info is not None else ()
+
+    def _attempted(self, api: str, method: str, key: str, started: float,
+                   error: str | None) -> None:
+        if self.attempt_listeners:
+            event = Attempt(api, method, key, time.perf_counter() - started, error)
+            with self.state_lock:
                 for listener in self.attempt_listeners:
                     listener(event)
+
+    # -- blocking calls: the attempts in the caller's thread -------------------------------------
+
+    def _blocking_call(self, spec: ApiSpec, method: str, args: tuple[Any, ...],
+                       kwargs: dict[str, Any], serializer: Serializer,
+                       timeout: float | None) -> Any:
+        """A blocking proxy's call, made in the calling thread as v2.1's direct route makes it
+        (:mod:`stages.v2_1.blocking`): :meth:`_plan` decides each attempt under
+        :attr:`state_lock`, with the state the loop's calls use, and each attempt is sent on a
+        connection to its provider that the thread owns meanwhile, one pool per provider.
+
+        The hand-over to the loop's thread stays for what needs the loop: the interface's first
+        call (the registry is read and watched there), forking calls, a client with
+        interceptors, and an attempt that finds its provider's pool full, or must use TLS or a
+        token (:meth:`_blocking_exchange`)."""
+        view = self.views.get(spec.address)
+        if view is None or self.interceptors or not self.config.direct_connections \
+                or self._on_loop_thread():
+            return self._loop().run(self.invoke(spec, method, args, kwargs, serializer, timeout))
+        call = Call(spec, method, args, kwargs, serializer,
+                    self._timeout(self._settings_timeout(spec.address, method, timeout)))
+        with self.state_lock:
+            policy = self.policy_for(call)
+        if policy.mode == "forking":
+            return self._loop().run(self.invoke(spec, method, args, kwargs, serializer, timeout))
+        with _Counted(self, call):
+            if policy.force_fallback:
+                return self._fallback(call, policy, "forced fallbacks")
+            try:
+                return self._blocking_attempts(view, call, policy)
+            except TransportError as exc:
+                return self._gave_up(call, policy, exc)
+
+    def _blocking_attempts(self, view: View, call: Call, policy: CallPolicy) -> Any:
+        """Make the attempts :meth:`_plan` decides, in the calling thread."""
+        plan = self._plan(view, call, policy, time.monotonic() + call.timeout)
+        request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
+                                     call.serializer)
+        try:
+            with self.state_lock:
+                step = next(plan)
+            while True:
+                try:
+                    answer = self._blocking_exchange(view, step, request, call.method)
+                except TransportError as exc:
+                    with self.state_lock:
+                        step = plan.throw(exc)
+                else:
+                    with self.state_lock:
+                        step = plan.send(answer)
+        except StopIteration as done:
+            return self.read_outcome(done.value, call.serializer)
+        finally:
+            with self.state_lock:
+                plan.close()
+
+    def _blocking_exchange(self, view: View, step: Step, request: Frame,
+                           method: str) -> tuple[Frame, bool]:
+        """One attempt on a direct connection to ``step.key``; on the loop's connection when
+        the pool is full, when it cannot open one (the loop's endpoint then reports the error
+        and backs off, which takes the provider out of the candidates), or for TLS or a token.
+        Returns the answer, and whether its time measures the provider."""
+        endpoint = self.endpoints[step.key]
+        conn = pool = None
+        if endpoint.ssl is None and endpoint.hello is None:
+            pool = self.direct_pools.get(step.key)
+            if pool is None:
+                pool = self.direct_pools.setdefault(step.key, DirectPool(
+                    functools.partial(self._direct_to, endpoint), self.config.direct_connections))
+            try:
+                conn = pool.borrow()
+            except OSError:
+                conn = None
+        if conn is None or pool is None:
+            measured = endpoint.usable
+            return self._loop().run(self._send_to(view, step.key, request, step.timeout,
+                                                  method)), measured
+        measured = conn.calls > 0
+        sent = deadline.timed(request, step.timeout) if "deadline" in self._features(
+            view, step.key) else request
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            return conn.call(sent, step.timeout), measured
+        except Exception as exc:  # a timed-out connection is closed: the provider cancels
+            error = type(exc).__name__
+            raise
+        finally:
+            pool.give_back(conn)
+            self._attempted(view.api_address, method, step.key, started, error)
+
+    def _direct_to(self, endpoint: Endpoint) -> DirectConnection:
+        config = self.config
+        return DirectConnection(endpoint.address, config.max_frame_size, config.connect_timeout,
+                                endpoint.heartbeat_interval, config.idle)
 
     def _choose(self, view: View, call: Call, tried: set[str], now: float) -> Candidate:
         """The balancer's choice among the providers that can take the call now."""
@@ -550,7 +760,7 @@ class Client(v2_1.Client):
 
     def _finished(self, chosen: Candidate, breaker: CircuitBreaker | None, failed: bool,
                   started: float, *, measured: bool = True) -> None:
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         chosen.finished(now - started if measured else None)
         if breaker is not None:
             breaker.on_result(failed, now - started, now)
@@ -568,12 +778,13 @@ class Client(v2_1.Client):
         """A call to ``key`` went unanswered: tell the outlier detector (which may eject it)."""
         if self.outliers is None:
             return
-        ejection = self.outliers.failed(key, asyncio.get_running_loop().time(),
+        now = time.monotonic()
+        ejection = self.outliers.failed(key, now,
                                         type(exc).__name__, view.candidates)
         if ejection is not None:
             self.stats["ejections"] += 1
             log.info("%s set aside for %.3g s after %s (ejection %d in a row)", key,
-                     ejection.until - asyncio.get_running_loop().time(), ejection.reason,
+                     ejection.until - now, ejection.reason,
                      ejection.times)
 
     def _no_provider(self, view: View, tried: set[str]) -> str:
@@ -591,18 +802,42 @@ class Client(v2_1.Client):
     async def exchange(self, request: Any, timeout: float | None = None) -> Any:
         raise TypeError("a v3 client sends calls through its balancer: use its proxies")
 
-    #: A blocking call is handed to the loop too: the balancer, breakers and metrics live there.
-    direct_calls = False
-
     # -- life cycle ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close every connection, then the registry."""
+        pools, self.direct_pools = list(self.direct_pools.values()), {}
+        for pool in pools:
+            pool.close()
         endpoints, self.endpoints = list(self.endpoints.values()), {}
         for endpoint in endpoints:
             await endpoint.aclose()
         if self._registry_started is not None:
             await self.registry.aclose()
+
+
+class _Counted:
+    """Around one call (``with _Counted(client, call):``): counted in ``client.in_flight`` while
+    it runs, then handed to ``client.call_listeners`` as a :class:`Called`."""
+
+    __slots__ = ("client", "call", "started")
+
+    def __init__(self, client: Client, call: Call) -> None:
+        self.client = client
+        self.call = call
+
+    def __enter__(self) -> None:
+        with self.client.state_lock:
+            self.client.in_flight[self.call.spec.address] += 1
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        client, call = self.client, self.call
+        event = Called(call.spec.address, call.method, time.perf_counter() - self.started, error)
+        with client.state_lock:
+            client.in_flight[event.api] -= 1
+            for listener in client.call_listeners:
+                listener(event)
 
 
 def _report_done(task: asyncio.Task[None]) -> None:

@@ -1,13 +1,14 @@
 """Monitoring (v3.3): what consumers and providers do, as metrics a real Prometheus can scrape.
 
 The metrics are collected by *listening* to the events the core already emits, never by
-threading counters through the call path. On a consumer: an
-:class:`~stages.v2_1.client.Interceptor` around every call (calls, errors by kind, latency, calls
-in flight), ``attempt_listeners`` (attempts per provider and their outcome), ``breaker_listeners``
-(state changes) and the outlier detector's listeners (ejections). On a provider: the server's
+threading counters through the call path. On a consumer: ``call_listeners`` (one
+:class:`~stages.v3_x.client.Called` per call: calls, errors by kind, latency),
+``attempt_listeners`` (attempts per provider and their outcome), ``breaker_listeners`` (state
+changes) and the outlier detector's listeners (ejections). On a provider: the server's
 ``call_listeners`` (one :class:`~stages.v3_x.server.Served` per answered call). What is a *state*
-rather than an event (connections open, providers known, the settings version in force, the
-registry's session) is read when Prometheus scrapes, by a collector that looks at the objects.
+rather than an event (calls in flight, connections open, providers known, the settings version in
+force, the registry's session) is read when Prometheus scrapes, by a collector that looks at the
+objects.
 Attach them with :meth:`ClientMetrics.attach` and :meth:`ServerMetrics.attach`.
 
 ===========================================  =========  =============================================
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any, Final
@@ -65,9 +65,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from stages.v2_1.client import Call, Proceed
 from stages.v3_x.breaker import State, Transition
-from stages.v3_x.client import Attempt, Client
+from stages.v3_x.client import Attempt, Called, Client
 from stages.v3_x.errors import (
     CircuitOpenError,
     ConnectionClosedError,
@@ -117,7 +116,7 @@ def outcome_of(error: BaseException | None) -> str:
     return "remote_error"  # an exception the remote method raised, rebuilt here
 
 
-# -- counting on the event loop's thread ---------------------------------------------------------
+# -- counting, one attached client or server at a time --------------------------------------------
 
 
 class Tally:
@@ -126,10 +125,11 @@ class Tally:
     Why not ``prometheus_client``'s ``Counter`` and ``Histogram``: they may be updated from any
     thread, so every update takes a lock and checks the metric's state. A consumer's call
     updated five of them: 4.7 µs of its CPU per call, against 1.5 µs for the same counts kept
-    here; a provider's, 2.2 against 1.0 µs (``timeit``, medians of three runs). The calls of a
-    client (or server) are all counted by the one thread that runs its event loop, and each
-    attached client or server gets tallies of its own, so a plain ``+=`` cannot lose an
-    update. Prometheus reads on its HTTP server's thread: it copies each dict first (one step
+    here; a provider's, 2.2 against 1.0 µs (``timeit``, medians of three runs). Each attached
+    client or server gets tallies of its own, and only one thread at a time counts into them:
+    a server's calls are counted on its loop's thread, and a client calls its listeners under
+    its ``state_lock`` (its blocking calls run in their callers' threads). So a plain ``+=``
+    cannot lose an update. Prometheus reads on its HTTP server's thread: it copies each dict first (one step
     that no other Python thread can interleave with) and adds up the tallies of everything
     attached (see :class:`_Series`).
     """
@@ -195,9 +195,6 @@ class _Series(Collector):
             durations.add_metric(list(key), buckets, sum_value=counts[-1])
         yield durations
         if side == "client":
-            yield _tallied(GaugeMetricFamily("rpc_client_calls_in_flight",
-                                             "Calls waiting for their answer", labels=["api"]),
-                           [s.in_flight for s in sources])
             yield _tallied(CounterMetricFamily("rpc_client_attempts",
                                                "Attempts sent to each provider",
                                                labels=["api", "provider", "outcome"]),
@@ -229,26 +226,13 @@ class CallCounts:
     def __init__(self) -> None:
         self.calls = Tally()
         self.durations = Timings()
-        self.in_flight = Tally()
         self.attempts = Tally()
 
-    async def intercept(self, call: Call, proceed: Proceed) -> Any:
-        """A consumer's interceptor: every call, its outcome and how long it took."""
-        api = call.spec.address
-        in_flight = self.in_flight
-        in_flight.add((api,))
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await proceed(call)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            in_flight.add((api,), -1)
-            key = (api, call.method)
-            self.durations.observe(key, time.perf_counter() - started)
-            self.calls.add((*key, outcome_of(error)))
+    def on_call(self, called: Called) -> None:
+        """A consumer's call ended: its outcome and how long it took."""
+        key = (called.api, called.method)
+        self.durations.observe(key, called.seconds)
+        self.calls.add((*key, outcome_of(called.error)))
 
     def on_attempt(self, attempt: Attempt) -> None:
         self.attempts.add((attempt.api, attempt.provider,
@@ -316,12 +300,11 @@ class ClientMetrics(_Metrics):
         r.register(_ClientState(self.clients))
 
     def attach(self, client: Client) -> Client:
-        """Subscribe to a client's events (its interceptor chain gets one more, outermost), and
-        read its state at each scrape."""
+        """Subscribe to a client's events, and read its state at each scrape."""
         self.clients.append(client)
         counts = CallCounts()
         self.counts.append(counts)
-        client.add_interceptor(counts.intercept)
+        client.call_listeners.append(counts.on_call)
         client.attempt_listeners.append(counts.on_attempt)
         client.breaker_listeners.append(self.on_transition)
         if client.outliers is not None:
@@ -390,6 +373,14 @@ class _ClientState(Collector):
         connections.add_metric([], sum(endpoint.usable for client in self.clients
                                        for endpoint in list(client.endpoints.values())))
         yield connections
+        in_flight: collections.Counter[str] = collections.Counter()
+        for client in self.clients:
+            in_flight.update(dict(client.in_flight))
+        calls = GaugeMetricFamily("rpc_client_calls_in_flight", "Calls waiting for their answer",
+                                  labels=["api"])
+        for api, count in sorted(in_flight.items()):
+            calls.add_metric([api], count)
+        yield calls
         providers = GaugeMetricFamily("rpc_client_providers", "Providers the registry lists",
                                       labels=["api"])
         versions = GaugeMetricFamily("rpc_client_settings_version",

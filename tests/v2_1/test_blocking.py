@@ -5,9 +5,10 @@ What it must keep of the multiplexed route: answers matched to their call (a lat
 timed-out call is never read by the next one), a server's PING answered and GOAWAY obeyed
 (nothing sent on a connection that is going away), a bounded number of connections (past it,
 the hand-over route, and a failed attempt holds no place), the hand-over route wherever a call
-needs the loop (interceptors, v3.x), and the heartbeat of a waiting call: a long call kept alive
-by its pings, a silent server found dead after the idle timeout (and against a black hole, in
-test_faults). Every failure names the server.
+needs the loop (interceptors), and the heartbeat of a waiting call: a long call kept alive by
+its pings, a silent server found dead after the idle timeout (and against a black hole, in
+test_faults). Every failure names the server. v3.x's use of the route is tested in
+tests/v3_x/test_blocking.py.
 """
 
 from __future__ import annotations
@@ -223,15 +224,6 @@ def test_a_closed_client_refuses_blocking_calls() -> None:
         client.close()
         with pytest.raises(RuntimeError, match="closed"):
             users.get_user(2)
-
-
-def test_a_v3_client_never_takes_the_direct_route() -> None:
-    from stages.v3_x import Client as V3Client
-    from stages.v3_x import StaticRegistry
-
-    with serving() as address, V3Client(StaticRegistry([f"{address[0]}:{address[1]}"])) as client:
-        assert client.proxy(UserApi).get_user(1).id == 1
-        assert client.direct.connects == 0
 
 
 def test_a_call_longer_than_the_idle_timeout_is_kept_alive_by_its_pings() -> None:

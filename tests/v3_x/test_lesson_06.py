@@ -35,7 +35,8 @@ def test_only_loopback_is_named(notebook: Notebook) -> None:
 
 def test_the_core_code_is_shown_from_the_package_never_pasted(notebook: Notebook) -> None:
     shown = notebook.shown()
-    for name in ("CircuitBreaker.on_result", "OutlierDetector.failed", "Client._attempts",
+    for name in ("CircuitBreaker.on_result", "OutlierDetector.failed", "Client._plan",
+                 "Client._attempts",
                  "deadline.timed"):
         assert any(name in entry for entry in shown), (name, sorted(shown))
     assert callable(v3_x.CircuitBreaker.on_result) and callable(v3_x.OutlierDetector.failed)

@@ -78,7 +78,7 @@ def test_the_core_code_is_shown_from_the_package_never_pasted(notebook: Notebook
               "CallCounts": CallCounts,
               "ProviderConnection": ProviderConnection}
     for name in ("ApiSettings.parse", "Client._on_settings", "Client.invoke",
-                 "CallCounts.intercept", "Server.respond", "CallCounts.on_served",
+                 "CallCounts.on_call", "Server.respond", "CallCounts.on_served",
                  "ProviderConnection._on_request"):
         assert name in shown, (name, sorted(shown))
         owner, _, attribute = name.partition(".")
