@@ -147,6 +147,20 @@ def test_a_timed_out_connection_is_closed_so_its_late_answer_is_never_read() -> 
         assert client.direct.connects == 2
 
 
+def test_a_short_deadline_after_long_ones_is_kept_on_the_same_connection() -> None:
+    # The kernel's bound on a wait is kept from one call to the next (DirectConnection._bound):
+    # a call with less time than the bound in force must lower it, not wait the old one out.
+    config = ClientConfig(heartbeat_interval=5.0)
+    with serving() as address, Client(*address, config) as client:
+        users = client.proxy(UserApi, timeout=30)
+        assert [users.get_user(i).id for i in (1, 2)] == [1, 2]  # a bound of about 5 s
+        started = time.monotonic()
+        with pytest.raises(RpcTimeoutError, match=r"within 0\.2 s"):
+            client.proxy(TimerApi, timeout=0.2).sleep(3.0)
+        assert time.monotonic() - started < 1.0
+        assert client.direct.connects == 1  # the same connection carried all three calls
+
+
 def test_goaway_on_an_idle_connection_is_read_before_anything_is_sent_on_it() -> None:
     requests: list[int] = []
 
