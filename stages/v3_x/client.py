@@ -348,15 +348,18 @@ class Client(v2_1.Client):
         """Use ``policy`` for the calls of ``interface`` (or of one of its methods). Policies
         are immutable: changing one means setting a new one (v3.3's config center does)."""
         address = api_spec(interface).address
-        self.policies[f"{address}#{method}" if method else address] = policy
-        self._effective.clear()
+        with self.state_lock:
+            self.policies[f"{address}#{method}" if method else address] = policy
+            self._effective.clear()
 
     def policy_for(self, call: Call) -> CallPolicy:
         """The method's policy, else the API's, else fail fast; then what the config center
         sets for it on top (v3.3)."""
         key = (call.spec.address, call.method)
         policy = self._effective.get(key)
-        if policy is None:
+        if policy is not None:
+            return policy
+        with self.state_lock:  # not while the config center replaces the settings
             policies = self.policies
             policy = (policies.get(f"{call.spec.address}#{call.method}")
                       or policies.get(call.spec.address) or DEFAULT_POLICY)
@@ -404,8 +407,7 @@ class Client(v2_1.Client):
 
     async def _send(self, call: Call) -> Any:
         """The end of the interceptor chain: the call's policy decides what a failure means."""
-        with self.state_lock:
-            policy = self.policy_for(call)
+        policy = self.policy_for(call)
         with _Counted(self, call):
             if policy.force_fallback:
                 return self._fallback(call, policy, "forced fallbacks")
@@ -533,7 +535,7 @@ class Client(v2_1.Client):
             return self.read_outcome(done.value, call.serializer)
         finally:
             with self.state_lock:
-                plan.close()
+                plan.close()  # if it did not end (cancelled): it gives back its attempt
 
     async def _forking(self, call: Call, policy: CallPolicy) -> Any:
         """Send the call to ``policy.forks`` providers at once; the first answer wins."""
@@ -648,8 +650,7 @@ class Client(v2_1.Client):
             return self._loop().run(self.invoke(spec, method, args, kwargs, serializer, timeout))
         call = Call(spec, method, args, kwargs, serializer,
                     self._timeout(self._settings_timeout(spec.address, method, timeout)))
-        with self.state_lock:
-            policy = self.policy_for(call)
+        policy = self.policy_for(call)
         if policy.mode == "forking":
             return self._loop().run(self.invoke(spec, method, args, kwargs, serializer, timeout))
         with _Counted(self, call):
@@ -681,7 +682,7 @@ class Client(v2_1.Client):
             return self.read_outcome(done.value, call.serializer)
         finally:
             with self.state_lock:
-                plan.close()
+                plan.close()  # if it did not end (cancelled): it gives back its attempt
 
     def _blocking_exchange(self, view: View, step: Step, request: Frame,
                            method: str) -> tuple[Frame, bool]:
