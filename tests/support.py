@@ -47,3 +47,12 @@ def run_stage(stage: str, *args: str, timeout: float = 300) -> subprocess.Comple
     """``python -m stages.<stage> <args>`` as a user runs it; its output captured."""
     return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

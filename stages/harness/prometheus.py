@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from stages.harness.guard import Watcher
 from stages.harness.lifecycle import Service, tail_of
 from stages.harness.ports import free_port
 
@@ -240,19 +241,23 @@ class _Resources:
 
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    #: Stops the process if this one dies without stopping it (see stages.harness.guard).
+    watcher: Watcher | None = None
 
     def stop_process(self, timeout: float) -> None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; always reap the process."""
         process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait()
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            process.wait()
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.release()
 
     def remove_workdir(self) -> None:
         """Delete the directory, if there is one."""
@@ -605,6 +610,7 @@ class LocalPrometheus(Service):
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
             )
+        self._resources.watcher = Watcher(self._resources.process.pid, workdir)
 
     def _wait_ready(self, deadline: float) -> None:
         """Wait until ``GET /-/ready`` answers 200, or raise PrometheusStartError."""

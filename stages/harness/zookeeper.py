@@ -50,6 +50,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
+from stages.harness.guard import Watcher
 from stages.harness.lifecycle import Service, tail_of
 from stages.harness.ports import free_port, free_ports
 
@@ -273,11 +274,19 @@ class _Resources:
 
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    #: Stops the process if this one dies without stopping it (see stages.harness.guard).
+    watcher: Watcher | None = None
+
+    def unwatch(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.release()
 
     def release(self) -> None:
         """Terminate the process (if running) and delete the directory (if any)."""
         if self.process is not None:
             _terminate(self.process, timeout=5.0)
+        self.unwatch()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -639,6 +648,8 @@ class LocalZooKeeper:
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
             )
+        self._resources.unwatch()  # the one of a process killed before, if any
+        self._resources.watcher = Watcher(self._resources.process.pid, workdir)
         return created
 
     def _wait_ready(self, deadline: float) -> None:
@@ -679,6 +690,7 @@ class LocalZooKeeper:
         process = self._resources.process
         if process is not None:
             _terminate(process, self._stop_timeout)
+        self._resources.unwatch()
 
     def _remove_workdir(self) -> None:
         workdir = self._resources.workdir

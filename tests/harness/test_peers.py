@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from support import wait_until
+from support import running, wait_until
 
 from stages.harness.peers import EchoPeerClient, GrpcPeerClient, regenerate
 from stages.harness.peers.bench_echo_pb2 import User
@@ -323,15 +323,6 @@ def test_a_server_process_stops_when_the_process_that_started_it_dies(tmp_path: 
         starter.kill()  # no chance to stop its server: SIGKILL
         starter.wait()
     wait_until(lambda: not running(child), 10, "the orphaned server stops")
-
-
-def running(pid: int) -> bool:
-    """Whether a process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_blocking_call_to_the_echo_gets_its_bytes_back_each_time(
