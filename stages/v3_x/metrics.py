@@ -350,8 +350,10 @@ def _registry_family(side: str, registries: list[Registry]) -> Metric:
     """The ZooKeeper session state changes the registries saw, by state."""
     family = CounterMetricFamily(f"rpc_{side}_registry_state_changes",
                                  "ZooKeeper session state changes seen", labels=["state"])
-    counts: collections.Counter[str] = collections.Counter(
-        state.lower() for registry in registries for _, state in list(getattr(registry, "states", ())))
+    counts: collections.Counter[str] = collections.Counter()
+    for registry in registries:
+        for state, count in dict(getattr(registry, "state_counts", {})).items():
+            counts[state.lower()] += count
     for state, count in sorted(counts.items()):
         family.add_metric([state], count)
     return family

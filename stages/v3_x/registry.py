@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -124,7 +125,7 @@ from stages.v3_x.settings import config_path
 
 __all__ = [
     "ProviderInfo", "Registry", "StaticRegistry", "ZooKeeperRegistry", "Listener",
-    "providers_path", "consumers_path", "ROOT", "MAX_NODE_BYTES", "MAX_PROVIDERS",
+    "providers_path", "consumers_path", "ROOT", "MAX_NODE_BYTES", "MAX_PROVIDERS", "STATES_KEPT",
     "RegistryNotAllowed",
 ]
 
@@ -136,6 +137,8 @@ ROOT: Final = "/rpc"
 MAX_NODE_BYTES: Final = 16 * 1024
 #: Providers of one interface read at most; more are ignored (and logged).
 MAX_PROVIDERS: Final = 10_000
+#: Connection state changes a registry remembers (``ZooKeeperRegistry.states``).
+STATES_KEPT: Final = 1_000
 
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-:]{0,252}\Z")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}\Z")
@@ -421,8 +424,11 @@ class ZooKeeperRegistry(Registry):
         self._watched: dict[str, _Watched] = {}
         self._lost = False
         self._closed = False
-        #: (monotonic time, state) of every connection state change, for the curious.
-        self.states: list[tuple[float, str]] = []
+        #: (monotonic time, state) of the last :data:`STATES_KEPT` connection state changes, for
+        #: the curious (a connection that flaps for months must not fill the memory).
+        self.states: collections.deque[tuple[float, str]] = collections.deque(maxlen=STATES_KEPT)
+        #: Every connection state change so far, by state (what the metrics count).
+        self.state_counts: collections.Counter[str] = collections.Counter()
 
     def describe(self) -> str:
         return f"zookeeper {self.hosts}" + (f" as {self.user}" if self.user else "")
@@ -762,6 +768,7 @@ class ZooKeeperRegistry(Registry):
     def _on_state(self, state: str) -> None:
         # kazoo's connection thread: never block, never call ZooKeeper from here (it would hang).
         self.states.append((time.monotonic(), str(state)))
+        self.state_counts[str(state)] += 1
         if self._closed:
             return
         if state == KazooState.LOST:

@@ -18,6 +18,7 @@ import time
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import KazooState
 from support import run, until
 from zk_support import USERS, Load, consumer, key, provider, provider_started
 
@@ -30,7 +31,7 @@ from stages.v3_x import (
     RegistryUnavailable,
     ZooKeeperRegistry,
 )
-from stages.v3_x.registry import providers_path
+from stages.v3_x.registry import STATES_KEPT, providers_path
 
 # -- what a registry entry may hold --------------------------------------------------------------
 
@@ -270,3 +271,14 @@ def test_the_registry_and_client_commands(zk_chroot: str) -> None:
         share = result["per_provider"][key(three)] / 400
         assert 0.65 < share < 0.85, result  # weights 300 and 100: three quarters
 
+
+
+def test_a_registry_remembers_its_last_state_changes_and_counts_them_all() -> None:
+    # A connection that flaps for months must not fill the memory; the metrics still count all.
+    registry = ZooKeeperRegistry(f"127.0.0.1:{free_port()}")
+    for i in range(STATES_KEPT + 500):
+        registry._on_state(KazooState.SUSPENDED if i % 2 else KazooState.CONNECTED)
+    assert len(registry.states) == STATES_KEPT
+    assert registry.states[-1][1] == "SUSPENDED"
+    assert registry.state_counts == {"CONNECTED": (STATES_KEPT + 500) // 2,
+                                     "SUSPENDED": (STATES_KEPT + 500) // 2}
