@@ -14,6 +14,7 @@ tests/v3_x/test_blocking.py.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -350,6 +351,40 @@ class Held:
 
     def close(self) -> None:
         self.open = False
+
+
+def test_the_kernels_bound_on_a_wait_changes_only_when_it_must() -> None:
+    # DirectConnection._bound: a bound in force is kept while it is at most 1 ms too long and at
+    # least half of what is asked (no system call), and set otherwise, in the kernel too.
+    with BackgroundServer(new_server) as bg:
+        conn = DirectConnection(bg.address, 1 << 20, 5.0, 5.0, 15.0)
+        # Closed only once the server has taken the connection: one the server's loop accepts
+        # while the server shuts down is left open (a known race of Server.aclose).
+        server = bg.server
+        assert server is not None
+        wait_until(lambda: bg.call(lambda: len(server.connections)) == 1, 5,
+                   "the server takes the connection")
+        try:
+            option = socket.SO_RCVTIMEO
+
+            def kernel() -> float:  # in the kernel's ticks, rounded up
+                whole, micro = struct.unpack("ll", conn.sock.getsockopt(socket.SOL_SOCKET,
+                                                                        option, 16))
+                return whole + micro / 1e6
+
+            conn._bound(option, 1.0)
+            assert conn._bounds[option] == 1.0 and kernel() == pytest.approx(1.0, abs=0.011)
+            conn._bound(option, 0.9995)  # 0.5 ms too long: kept
+            conn._bound(option, 2.0)  # half of what is asked: kept
+            assert conn._bounds[option] == 1.0 and kernel() == pytest.approx(1.0, abs=0.011)
+            conn._bound(option, 0.25)  # far too long for it: lowered
+            assert conn._bounds[option] == 0.25 and kernel() == pytest.approx(0.25, abs=0.011)
+            conn._bound(option, 0.6)  # under half of what is asked: raised
+            assert conn._bounds[option] == 0.6
+            conn._bound(option, 0.0)  # never 0, which would mean: wait for ever
+            assert 0 < kernel() <= 0.011
+        finally:
+            conn.close()
 
 
 def test_the_pool_counts_what_is_open_through_failed_connects_and_closing() -> None:
