@@ -29,11 +29,13 @@ from stages.v2_0.user_stub import UserApi
 from stages.v2_1.cli import new_server
 from stages.v2_1.timer_stub import TimerApi
 from stages.v3_x import (
+    BreakerConfig,
     CallPolicy,
     Client,
     ClientConfig,
     ProviderInfo,
     RpcTimeoutError,
+    State,
     StaticRegistry,
 )
 from stages.v3_x import deadline as v3_deadline
@@ -205,3 +207,34 @@ def test_a_cancelled_async_call_gives_back_its_place_with_the_balancer() -> None
 
     with serving(1) as addresses, Client(StaticRegistry(keys(addresses))) as client:
         client._loop().run(scenario(client))
+
+
+def test_a_cancelled_trial_call_gives_back_the_half_open_breakers_permit() -> None:
+    # One trial call at a time in HALF_OPEN: were the cancelled trial's permit kept, the next
+    # call would be refused (CircuitOpenError) until half_open_max_wait, 30 s here.
+    breakers = BreakerConfig(window_size=2, minimum_calls=2, wait_duration=0.05,
+                             half_open_calls=1, half_open_max_wait=30.0)
+
+    async def scenario(client: Client, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        breaker = client.breaker(key, "sleep", loop.time())
+        assert breaker is not None
+        for _ in range(2):  # two failures of two: open
+            assert breaker.try_acquire(loop.time())
+            breaker.on_result(True, 0.01, loop.time())
+        assert breaker.state is State.OPEN
+        await asyncio.sleep(0.1)  # past wait_duration: the next call is the trial
+        timer = client.async_proxy(TimerApi)
+        trial = asyncio.ensure_future(timer.sleep(5.0))
+        while breaker.state is not State.HALF_OPEN or not breaker._trials_out:
+            await asyncio.sleep(0.005)
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert not breaker._trials_out and breaker.state is State.HALF_OPEN
+        await timer.sleep(0.0)  # let through as the trial, and it succeeds
+        assert breaker.state is State.CLOSED
+
+    with serving(1) as addresses, \
+            Client(StaticRegistry(keys(addresses)), ClientConfig(breaker=breakers)) as client:
+        client._loop().run(scenario(client, keys(addresses)[0]))
