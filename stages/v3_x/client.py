@@ -515,27 +515,35 @@ class Client(v2_1.Client):
         request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
                                      call.serializer)
         plan = self._plan(view, call, policy, deadline)
+        outcome: tuple[Frame, bool] | TransportError | None = None
         try:
-            with self.state_lock:
-                step = next(plan)
             while True:
+                step = self._resume(plan, outcome)
                 # A call that must open the connection first takes a handshake longer (a TLS
                 # one, several): its time would make the provider look slow to p2c for a while.
                 measured = self.endpoints[step.key].usable
                 try:
-                    frame = await self._send_to(view, step.key, request, step.timeout,
-                                                call.method)
+                    outcome = (await self._send_to(view, step.key, request, step.timeout,
+                                                   call.method), measured)
                 except TransportError as exc:
-                    with self.state_lock:
-                        step = plan.throw(exc)
-                else:
-                    with self.state_lock:
-                        step = plan.send((frame, measured))
+                    outcome = exc
         except StopIteration as done:
             return self.read_outcome(done.value, call.serializer)
         finally:
             with self.state_lock:
                 plan.close()  # if it did not end (cancelled): it gives back its attempt
+
+    def _resume(self, plan: Generator[Step, tuple[Frame, bool], Frame],
+                outcome: tuple[Frame, bool] | TransportError | None) -> Step:
+        """The plan's next step, under :attr:`state_lock`: its first (``outcome`` None), or the
+        one after an attempt's answer or error. Raises StopIteration with the answering frame
+        once the call is answered."""
+        with self.state_lock:
+            if outcome is None:
+                return next(plan)
+            if isinstance(outcome, TransportError):
+                return plan.throw(outcome)
+            return plan.send(outcome)
 
     async def _forking(self, call: Call, policy: CallPolicy) -> Any:
         """Send the call to ``policy.forks`` providers at once; the first answer wins."""
@@ -666,18 +674,14 @@ class Client(v2_1.Client):
         plan = self._plan(view, call, policy, time.monotonic() + call.timeout)
         request = self.request_frame(call.spec, call.method, call.args, dict(call.kwargs),
                                      call.serializer)
+        outcome: tuple[Frame, bool] | TransportError | None = None
         try:
-            with self.state_lock:
-                step = next(plan)
             while True:
+                step = self._resume(plan, outcome)
                 try:
-                    answer = self._blocking_exchange(view, step, request, call.method)
+                    outcome = self._blocking_exchange(view, step, request, call.method)
                 except TransportError as exc:
-                    with self.state_lock:
-                        step = plan.throw(exc)
-                else:
-                    with self.state_lock:
-                        step = plan.send(answer)
+                    outcome = exc
         except StopIteration as done:
             return self.read_outcome(done.value, call.serializer)
         finally:
@@ -691,17 +695,19 @@ class Client(v2_1.Client):
         and backs off, which takes the provider out of the candidates), or for TLS or a token.
         Returns the answer, and whether its time measures the provider."""
         endpoint = self.endpoints[step.key]
-        conn = pool = None
+        pool = None
+        # Checked at every attempt: a provider may come back with a token.
         if endpoint.ssl is None and endpoint.hello is None:
             pool = self.direct_pools.get(step.key)
             if pool is None:
                 pool = self.direct_pools.setdefault(step.key, DirectPool(
-                    functools.partial(self._direct_to, endpoint), self.config.direct_connections))
-            try:
-                conn = pool.borrow()
-            except OSError:
-                conn = None
-        if conn is None or pool is None:
+                    functools.partial(self._direct_to, endpoint),
+                    self.config.direct_connections))
+        try:
+            conn = pool.borrow() if pool is not None else None
+        except OSError:
+            conn = None
+        if pool is None or conn is None:
             measured = endpoint.usable
             return self._loop().run(self._send_to(view, step.key, request, step.timeout,
                                                   method)), measured
